@@ -1,0 +1,280 @@
+//! The init's life, from kernel start to hand-off. Each stage is timed,
+//! logged as one human line, emitted as one event, and on failure turned into
+//! a [`Failure`] that the policy handles. Nothing here returns.
+
+use std::time::{Duration, Instant};
+
+use phase_initramfs::image::ImageInfo;
+use phase_initramfs::layout;
+use serde_json::{Value, json};
+
+use crate::clock::{self, Floor};
+use crate::event::{self, Channel};
+use crate::plan::{self, BootPlan, Stage};
+use crate::policy::{self, Failure};
+use crate::sys::RebootCommand;
+use crate::{cmdline, early, error_chain, log, modules, reaper, sys};
+
+/// How long the modules stage waits for the host to announce the event port.
+const EVENT_PORT_BUDGET: Duration = Duration::from_secs(3);
+
+/// What a stage hands back: a value for the next stage, a human summary, and
+/// fields for its event.
+struct Done<T> {
+    value: T,
+    summary: String,
+    fields: Value,
+}
+
+fn done<T>(value: T, summary: impl Into<String>, fields: Value) -> Done<T> {
+    Done {
+        value,
+        summary: summary.into(),
+        fields,
+    }
+}
+
+/// Runs one stage: records it for failures raised elsewhere, honours
+/// `rd.break` and the test panic hook, times it, logs and emits the outcome.
+fn run_stage<T>(
+    stage: Stage,
+    plan: Option<&BootPlan>,
+    f: impl FnOnce() -> Result<Done<T>, Failure>,
+) -> T {
+    policy::enter(stage);
+    if let Some(plan) = plan
+        && plan.break_before == Some(stage)
+    {
+        break_to_shell(stage);
+    }
+    #[cfg(feature = "test-hooks")]
+    if plan.test_panic == Some(stage) {
+        panic!("test hook: injected panic at the start of stage {stage}");
+    }
+    let start = Instant::now();
+    match f() {
+        Ok(d) => {
+            let ms = start.elapsed().as_millis() as u64;
+            info!("{stage}: {} ({ms} ms)", d.summary);
+            let mut fields = json!({ "stage": stage, "ms": ms });
+            if let (Value::Object(all), Value::Object(extra)) = (&mut fields, d.fields) {
+                all.extend(extra);
+            }
+            event::emit("stage", fields);
+            d.value
+        }
+        Err(failure) => policy::fail(failure),
+    }
+}
+
+fn break_to_shell(stage: Stage) {
+    if policy::shell_available() {
+        policy::run_shell(&format!("rd.break before {stage}"));
+    } else {
+        warn!("rd.break={stage} ignored: this image has no shell");
+    }
+}
+
+/// PID 1's entry point.
+pub fn main() -> ! {
+    if sys::getpid() != 1 {
+        eprintln!(
+            "phase init {}: this program is the first process of a Phase Boot initramfs and runs only as PID 1.",
+            env!("CARGO_PKG_VERSION")
+        );
+        std::process::exit(2);
+    }
+    policy::install_panic_hook();
+    // Before any other thread exists, so all of them inherit the signal mask.
+    let reaper = reaper::start(policy::on_signal);
+
+    let image = run_stage(Stage::Early, None, || early_stage(reaper));
+    let plan = run_stage(Stage::Plan, None, || plan_stage(&image));
+    let loaded = run_stage(Stage::Modules, Some(&plan), || modules_stage(&plan));
+
+    ready(&plan, &image, &loaded);
+    if plan.report {
+        report();
+    }
+    policy::enter(Stage::Handoff);
+    let what = if !plan.providers.is_empty() {
+        "netboot (phase.provider=) is not available in this build yet"
+    } else if plan.root.is_some() {
+        "booting a root= device is not available in this build yet"
+    } else {
+        "nothing to boot: the command line names no phase.provider= and no root="
+    };
+    policy::fail(Failure::new(Stage::Handoff, what))
+}
+
+fn early_stage(reaper: std::io::Result<()>) -> Result<Done<ImageInfo>, Failure> {
+    let mounted = early::mount_basics().map_err(|e| Failure::new(Stage::Early, error_chain(&e)))?;
+    early::console_stdio().map_err(|e| Failure::new(Stage::Early, error_chain(&e)))?;
+    log::open();
+    if let Err(e) = reaper {
+        // Boot on: only zombie reaping and signal handling are lost.
+        warn!("cannot start the supervisor thread: {e}");
+    }
+    let image = match std::fs::read(layout::IMAGE_INFO) {
+        Ok(bytes) => ImageInfo::from_json(&bytes)
+            .map_err(|e| Failure::new(Stage::Early, format!("{}: {e}", layout::IMAGE_INFO)))?,
+        Err(e) => {
+            warn!("{}: {e}; no clock floor, no shell", layout::IMAGE_INFO);
+            ImageInfo {
+                spec: "unknown".into(),
+                build_time: 0,
+                shell: false,
+                kernel_release: None,
+            }
+        }
+    };
+    let floor = clock::apply_floor(image.build_time)
+        .map_err(|e| Failure::new(Stage::Early, error_chain(&e)))?;
+    let clock_note = match floor {
+        Floor::Kept { .. } => "clock ok".to_owned(),
+        Floor::Raised { was, now } => {
+            format!("clock raised from {was} to the image build time {now}")
+        }
+    };
+    let fields = json!({
+        "mounted": mounted,
+        "clock": match floor {
+            Floor::Kept { now } => json!({ "kept": now }),
+            Floor::Raised { was, now } => json!({ "raised_from": was, "to": now }),
+        },
+    });
+    Ok(done(
+        image,
+        format!("mounted {}; {clock_note}", mounted.join(" ")),
+        fields,
+    ))
+}
+
+fn plan_stage(image: &ImageInfo) -> Result<Done<BootPlan>, Failure> {
+    let config = std::fs::read(layout::CONFIG).unwrap_or_default();
+    let line = std::fs::read("/proc/cmdline")
+        .map_err(|e| Failure::new(Stage::Plan, format!("reading /proc/cmdline: {e}")))?;
+    let mut params = cmdline::split(&config);
+    params.extend(cmdline::split(&line));
+    let parsed = plan::parse(&params, cfg!(feature = "test-hooks"));
+    let plan = parsed.plan;
+    // Honour the policy the user asked for even when other keys are malformed.
+    policy::configure(plan.onfail, image.shell);
+    if plan.shell && !image.shell {
+        warn!("rd.shell refused: this image was built without a shell");
+    }
+    for w in &parsed.warnings {
+        warn!("{w}");
+    }
+    if !parsed.errors.is_empty() {
+        let mut failure = Failure::new(
+            Stage::Plan,
+            parsed
+                .errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
+        failure.tried.push(format!(
+            "kernel command line: {}",
+            String::from_utf8_lossy(&line).trim()
+        ));
+        return Err(failure);
+    }
+    policy::configure(
+        plan.onfail,
+        image.shell && (plan.shell || plan.onfail == plan::FailPolicy::Shell),
+    );
+    start_deadline(plan.timeout);
+    let summary = format!(
+        "{} provider(s), channel {}, mode {:?}, onfail {}, timeout {} s",
+        plan.providers.len(),
+        plan.channel,
+        plan.mode,
+        plan.onfail,
+        plan.timeout.as_secs()
+    );
+    let warnings: Vec<String> = parsed.warnings.iter().map(ToString::to_string).collect();
+    let fields = json!({ "plan": &plan, "warnings": warnings });
+    Ok(done(plan, summary.to_lowercase(), fields))
+}
+
+/// Fails the boot if it is not handed off within `phase.timeout`, counted
+/// from kernel start.
+fn start_deadline(budget: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("deadline".into())
+        .spawn(move || {
+            let left = budget.saturating_sub(sys::clock_gettime_boottime());
+            std::thread::sleep(left);
+            policy::fail(Failure::new(
+                policy::current_stage(),
+                format!(
+                    "the boot did not finish within phase.timeout={} s",
+                    budget.as_secs()
+                ),
+            ))
+        });
+    if let Err(e) = spawned {
+        warn!("cannot start the boot deadline: {e}");
+    }
+}
+
+fn modules_stage(plan: &BootPlan) -> Result<Done<Vec<modules::Loaded>>, Failure> {
+    let fail = |e: &dyn std::error::Error| Failure::new(Stage::Modules, error_chain(e));
+    let index = modules::read_index().map_err(|e| fail(&e))?;
+    let mut wanted = index.boot.clone();
+    wanted.extend(plan.drivers.iter().cloned());
+    let loaded = modules::load(&index, &wanted, &plan.blacklist, |m| {
+        if !plan.quiet {
+            info!("module {} {} ({} ms)", m.name, m.outcome, m.ms);
+        }
+    })
+    .map_err(|e| fail(&e))?;
+    let channel = event::open_channel(EVENT_PORT_BUDGET);
+    let channel_note = match &channel {
+        Channel::Port(p) => format!("events on {}", p.display()),
+        Channel::NoDevice => "events on the console".to_owned(),
+        Channel::NoPort => {
+            warn!(
+                "a virtio console exists but no {} port appeared",
+                layout::EVENT_PORT_NAME
+            );
+            "events on the console".to_owned()
+        }
+    };
+    let summary = format!("{} loaded; {channel_note}", loaded.len());
+    let fields = json!({ "loaded": &loaded });
+    Ok(done(loaded, summary, fields))
+}
+
+fn ready(plan: &BootPlan, image: &ImageInfo, loaded: &[modules::Loaded]) {
+    let uname = rustix::system::uname();
+    let release = uname.release().to_string_lossy().into_owned();
+    let machine = uname.machine().to_string_lossy().into_owned();
+    info!("ready: kernel {release} on {machine}, image {}", image.spec);
+    event::emit(
+        "ready",
+        json!({
+            "kernel": release,
+            "arch": machine,
+            "image": { "spec": image.spec, "build_time": image.build_time, "shell": image.shell },
+            "modules": loaded.len(),
+            "plan": plan,
+        }),
+    );
+}
+
+/// Report mode: say what booted and power off. The second stage of a netboot
+/// test uses this to prove which kernel and command line it came up with.
+fn report() -> ! {
+    let line = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let line = line.trim();
+    info!("report: booted with: {line}");
+    event::emit(
+        "report",
+        json!({ "cmdline": line, "uptime_ms": sys::clock_gettime_boottime().as_millis() as u64 }),
+    );
+    policy::finish(RebootCommand::PowerOff, "power off")
+}

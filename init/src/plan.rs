@@ -1,0 +1,1090 @@
+//! The typed boot plan, built from the kernel command line (and the image's
+//! default parameters in `/etc/phase/config`).
+//!
+//! Our own keys live under `phase.`; where dracut already has a name for a
+//! thing, dracut's spelling is accepted too. An unknown `phase.*` or `rd.*`
+//! key is a warning that names it; a malformed value is an error that names
+//! the key and the value. Keys that belong to the kernel (`console=`, `quiet`,
+//! …) are left alone.
+//!
+//! Trust never comes from here: keys and floors are baked into the image, and
+//! there is deliberately no key that switches verification off.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::cmdline::Param;
+
+/// The stages of the boot pipeline, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Early,
+    Plan,
+    Modules,
+    Network,
+    Fetch,
+    Handoff,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 6] = [
+        Stage::Early,
+        Stage::Plan,
+        Stage::Modules,
+        Stage::Network,
+        Stage::Fetch,
+        Stage::Handoff,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Early => "early",
+            Stage::Plan => "plan",
+            Stage::Modules => "modules",
+            Stage::Network => "network",
+            Stage::Fetch => "fetch",
+            Stage::Handoff => "handoff",
+        }
+    }
+
+    /// Parses a stage name for `rd.break=`; dracut's hook names map onto the
+    /// nearest stage of ours.
+    fn parse_break(value: &str) -> Option<Stage> {
+        Stage::ALL
+            .into_iter()
+            .find(|s| s.name() == value)
+            .or(match value {
+                "cmdline" => Some(Stage::Modules),
+                "pre-udev" | "pre-trigger" | "initqueue" => Some(Stage::Network),
+                "pre-mount" | "mount" | "pre-pivot" | "cleanup" => Some(Stage::Handoff),
+                _ => None,
+            })
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What to do when the boot fails (`phase.onfail=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "action")]
+pub enum FailPolicy {
+    /// Reboot after a visible countdown (`reboot` or `reboot:SECONDS`).
+    Reboot { delay_s: u32 },
+    /// Stop the CPUs and leave the machine on, with the report on screen.
+    Halt,
+    /// Power the machine off.
+    Poweroff,
+    /// Start the image's shell on the console (only if the image has one).
+    Shell,
+}
+
+impl FailPolicy {
+    pub const DEFAULT_REBOOT_DELAY_S: u32 = 10;
+}
+
+impl Default for FailPolicy {
+    fn default() -> Self {
+        FailPolicy::Reboot {
+            delay_s: Self::DEFAULT_REBOOT_DELAY_S,
+        }
+    }
+}
+
+impl fmt::Display for FailPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailPolicy::Reboot { delay_s } => write!(f, "reboot:{delay_s}"),
+            FailPolicy::Halt => f.write_str("halt"),
+            FailPolicy::Poweroff => f.write_str("poweroff"),
+            FailPolicy::Shell => f.write_str("shell"),
+        }
+    }
+}
+
+/// Where the provider is found (`phase.mode=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The providers named on the command line, reached over any route.
+    #[default]
+    Internet,
+    /// A provider discovered on the local network.
+    Local,
+    /// Only the named providers; nothing is discovered.
+    Private,
+}
+
+/// A provider base URL from `phase.provider=`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProviderUrl {
+    /// The URL as given, without a trailing `/`.
+    pub url: String,
+    pub https: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl ProviderUrl {
+    /// Accepts `http://host[:port][/path]` and `https://…`; IPv6 hosts in
+    /// brackets. Query strings, fragments and user info are refused, since a
+    /// provider is a static file tree.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (https, rest) = if let Some(rest) = text.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = text.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err("expected an http:// or https:// URL".into());
+        };
+        if rest.contains(['?', '#', '@'])
+            || rest.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err("a provider URL has no user, query, fragment or spaces".into());
+        }
+        let authority = rest.split('/').next().unwrap_or_default();
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (host, after) = v6.split_once(']').ok_or("unclosed [ in the host")?;
+            (host, after.strip_prefix(':'))
+        } else {
+            match authority.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            }
+        };
+        if host.is_empty() {
+            return Err("the URL has no host".into());
+        }
+        let port = match port {
+            None => {
+                if https {
+                    443
+                } else {
+                    80
+                }
+            }
+            Some(p) => match p.parse::<u16>() {
+                Ok(port) if port != 0 => port,
+                _ => return Err(format!("bad port {p:?}")),
+            },
+        };
+        Ok(ProviderUrl {
+            url: text.trim_end_matches('/').to_owned(),
+            https,
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+/// A static IPv4 configuration (`ip=<client>::<gw>:<mask>:<host>:<iface>:none`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StaticIp {
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub hostname: Option<String>,
+    pub interface: Option<String>,
+    pub dns: Vec<Ipv4Addr>,
+    pub mtu: Option<u16>,
+}
+
+/// How the network is configured (`ip=`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "method")]
+pub enum IpConfig {
+    /// DHCPv4, on the named interface or the first one with carrier.
+    Dhcp {
+        interface: Option<String>,
+        mtu: Option<u16>,
+    },
+    /// No network configuration.
+    None,
+    Static(StaticIp),
+}
+
+/// The root to switch to (`root=`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "kind", content = "value")]
+pub enum RootSpec {
+    /// `zfs:pool/dataset` or dracut's `ZFS=pool/dataset`.
+    Zfs(String),
+    /// `zfs:AUTO`: the pool's `bootfs` property names the dataset.
+    ZfsAuto,
+    Label(String),
+    Uuid(String),
+    PartUuid(String),
+    PartLabel(String),
+    /// A device path such as `/dev/vda2`.
+    Device(String),
+}
+
+impl RootSpec {
+    fn parse(value: &str) -> Result<Self, String> {
+        let nonempty = |kind: &str, v: &str| {
+            if v.is_empty() {
+                Err(format!("{kind} needs a value"))
+            } else {
+                Ok(v.to_owned())
+            }
+        };
+        if let Some(ds) = value
+            .strip_prefix("zfs:")
+            .or_else(|| value.strip_prefix("ZFS="))
+        {
+            if ds == "AUTO" {
+                return Ok(RootSpec::ZfsAuto);
+            }
+            if ds.is_empty() || ds.starts_with('/') || ds.ends_with('/') || ds.contains("//") {
+                return Err("expected zfs:<pool>/<dataset> or zfs:AUTO".into());
+            }
+            return Ok(RootSpec::Zfs(ds.to_owned()));
+        }
+        if let Some(v) = value.strip_prefix("LABEL=") {
+            return nonempty("LABEL=", v).map(RootSpec::Label);
+        }
+        if let Some(v) = value.strip_prefix("UUID=") {
+            return nonempty("UUID=", v).map(RootSpec::Uuid);
+        }
+        if let Some(v) = value.strip_prefix("PARTUUID=") {
+            return nonempty("PARTUUID=", v).map(RootSpec::PartUuid);
+        }
+        if let Some(v) = value.strip_prefix("PARTLABEL=") {
+            return nonempty("PARTLABEL=", v).map(RootSpec::PartLabel);
+        }
+        if value.starts_with("/dev/") && value.len() > "/dev/".len() {
+            return Ok(RootSpec::Device(value.to_owned()));
+        }
+        Err("expected zfs:<pool>/<dataset>, zfs:AUTO, LABEL=, UUID=, PARTUUID=, PARTLABEL= or /dev/…".into())
+    }
+}
+
+/// Everything the init will do, decided before it does any of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BootPlan {
+    /// `phase.provider=URL[,URL…]`: mirrors, tried in order.
+    pub providers: Vec<ProviderUrl>,
+    /// `phase.channel=` (default `stable`).
+    pub channel: String,
+    /// `phase.mode=`.
+    pub mode: Mode,
+    /// `phase.onfail=`.
+    pub onfail: FailPolicy,
+    /// `phase.timeout=SECONDS`: budget for the whole boot.
+    #[serde(serialize_with = "as_secs")]
+    pub timeout: Duration,
+    /// `ip=`.
+    pub ip: IpConfig,
+    /// `rd.neednet=1`: bring the network up even without a provider.
+    pub need_net: bool,
+    /// `rd.shell`: start the image's shell when the boot fails.
+    pub shell: bool,
+    /// `rd.break[=stage]`: stop before a stage with a shell.
+    pub break_before: Option<Stage>,
+    /// `rd.overlay`: mount the root read-only under a tmpfs overlay.
+    pub overlay: bool,
+    /// `root=`.
+    pub root: Option<RootSpec>,
+    /// `rootfstype=`.
+    pub rootfstype: Option<String>,
+    /// `rootflags=`.
+    pub rootflags: Option<String>,
+    /// `init=`: the program to execute in the new root.
+    pub init: Option<String>,
+    /// `rd.retry=SECONDS`: how long a failing network or fetch step is retried.
+    #[serde(serialize_with = "as_secs")]
+    pub retry: Duration,
+    /// `rd.timeout=SECONDS`: how long to wait for the root device (0 = until
+    /// `phase.timeout`).
+    #[serde(serialize_with = "as_secs")]
+    pub device_timeout: Duration,
+    /// `BOOTIF=01-aa-bb-cc-dd-ee-ff`: the PXE boot interface's MAC address.
+    pub bootif: Option<[u8; 6]>,
+    /// `rd.driver.pre=`: modules to load before anything else.
+    pub drivers: Vec<String>,
+    /// `rd.driver.blacklist=` / `module_blacklist=`: modules never loaded.
+    pub blacklist: Vec<String>,
+    /// `phase.report`: instead of handing off, report the boot and power off.
+    pub report: bool,
+    /// The kernel's `quiet`.
+    pub quiet: bool,
+    /// `phase.test.panic=STAGE` (test builds only): panic at the start of a stage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_panic: Option<Stage>,
+}
+
+fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
+}
+
+impl Default for BootPlan {
+    fn default() -> Self {
+        BootPlan {
+            providers: Vec::new(),
+            channel: "stable".into(),
+            mode: Mode::Internet,
+            onfail: FailPolicy::default(),
+            timeout: Duration::from_secs(300),
+            ip: IpConfig::Dhcp {
+                interface: None,
+                mtu: None,
+            },
+            need_net: false,
+            shell: false,
+            break_before: None,
+            overlay: false,
+            root: None,
+            rootfstype: None,
+            rootflags: None,
+            init: None,
+            retry: Duration::from_secs(180),
+            device_timeout: Duration::ZERO,
+            bootif: None,
+            drivers: Vec::new(),
+            blacklist: Vec::new(),
+            report: false,
+            quiet: false,
+            test_panic: None,
+        }
+    }
+}
+
+/// A malformed value: the key, the value as given, and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{key}={value}: {reason}")]
+pub struct PlanError {
+    pub key: String,
+    pub value: String,
+    pub reason: String,
+}
+
+/// Something the plan ignored, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning(pub String);
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The outcome of reading the parameters: the plan (with every valid key
+/// applied, even when others were malformed, so the failure policy the user
+/// asked for is honoured), warnings, and errors.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub plan: BootPlan,
+    pub warnings: Vec<Warning>,
+    pub errors: Vec<PlanError>,
+}
+
+/// Every key this module understands; used for "did you mean" hints.
+const PHASE_KEYS: &[&str] = &[
+    "phase.provider",
+    "phase.channel",
+    "phase.mode",
+    "phase.onfail",
+    "phase.timeout",
+    "phase.report",
+    "phase.test.panic",
+];
+const RD_KEYS: &[&str] = &[
+    "rd.neednet",
+    "rd.shell",
+    "rd.break",
+    "rd.overlay",
+    "rd.retry",
+    "rd.timeout",
+    "rd.driver.pre",
+    "rd.driver.blacklist",
+];
+
+/// Builds the plan from parameters in order; a later parameter overrides an
+/// earlier one, as with the kernel's own parameters. Pass the image defaults
+/// first and the real command line after them.
+pub fn parse(params: &[Param], test_hooks: bool) -> Parsed {
+    let mut out = Parsed::default();
+    for param in params {
+        if let Err(reason) = apply(&mut out, param, test_hooks) {
+            out.errors.push(PlanError {
+                key: param.name.clone(),
+                value: param.value.clone().unwrap_or_default(),
+                reason,
+            });
+        }
+    }
+    validate(&mut out);
+    out
+}
+
+fn apply(out: &mut Parsed, param: &Param, test_hooks: bool) -> Result<(), String> {
+    let plan = &mut out.plan;
+    let value = param.value.as_deref();
+    let name = param.name.as_str();
+    match name {
+        "phase.provider" => {
+            let value = required(value)?;
+            plan.providers = value
+                .split(',')
+                .map(|u| ProviderUrl::parse(u).map_err(|e| format!("{e} (in {u:?})")))
+                .collect::<Result<_, _>>()?;
+        }
+        "phase.channel" => {
+            let value = required(value)?;
+            if !value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+                || value.starts_with('.')
+            {
+                return Err("a channel is letters, digits, '-', '_' and '.'".into());
+            }
+            plan.channel = value.to_owned();
+        }
+        "phase.mode" => {
+            plan.mode = match required(value)? {
+                "internet" => Mode::Internet,
+                "local" => Mode::Local,
+                "private" => Mode::Private,
+                _ => return Err("expected internet, local or private".into()),
+            }
+        }
+        "phase.onfail" => plan.onfail = parse_policy(required(value)?)?,
+        "phase.timeout" => plan.timeout = seconds(value, 1)?,
+        "phase.report" => plan.report = boolean(value)?,
+        "phase.test.panic" if test_hooks => {
+            let value = required(value)?;
+            plan.test_panic = Some(
+                Stage::ALL
+                    .into_iter()
+                    .find(|s| s.name() == value)
+                    .ok_or("expected a stage name")?,
+            );
+        }
+        "phase.test.panic" => out.warnings.push(Warning(
+            "phase.test.panic is honoured only by test builds of the init (ignored)".into(),
+        )),
+        "ip" => plan.ip = parse_ip(required(value)?)?,
+        "rd.neednet" => plan.need_net = boolean(value)?,
+        "rd.shell" => plan.shell = boolean(value)?,
+        "rd.break" => {
+            plan.break_before = Some(match value {
+                None | Some("") => Stage::Handoff,
+                Some(v) => Stage::parse_break(v).ok_or("expected a stage name (early, plan, modules, network, fetch, handoff) or a dracut hook")?,
+            })
+        }
+        "rd.overlay" => plan.overlay = boolean(value)?,
+        "rd.retry" => plan.retry = seconds(value, 0)?,
+        "rd.timeout" => plan.device_timeout = seconds(value, 0)?,
+        "root" => plan.root = Some(RootSpec::parse(required(value)?)?),
+        "rootfstype" => plan.rootfstype = Some(word(value)?),
+        "rootflags" => plan.rootflags = Some(required(value)?.to_owned()),
+        "init" => {
+            let value = required(value)?;
+            if !value.starts_with('/') {
+                return Err("expected an absolute path".into());
+            }
+            plan.init = Some(value.to_owned());
+        }
+        "BOOTIF" => plan.bootif = Some(parse_bootif(required(value)?)?),
+        "rd.driver.pre" => plan.drivers.extend(module_list(value)?),
+        "rd.driver.blacklist" | "module_blacklist" => plan.blacklist.extend(module_list(value)?),
+        "quiet" => plan.quiet = true,
+        _ if name.starts_with("phase.") => out.warnings.push(Warning(format!(
+            "unknown key {name} (ignored){}",
+            hint(name, PHASE_KEYS)
+        ))),
+        _ if name.starts_with("rd.") => out.warnings.push(Warning(format!(
+            "{name} is not supported by Phase Boot (ignored){}",
+            hint(name, RD_KEYS)
+        ))),
+        // Everything else is the kernel's or another program's business.
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Cross-key checks, after every parameter is applied.
+fn validate(out: &mut Parsed) {
+    let plan = &out.plan;
+    if plan.mode == Mode::Private && plan.providers.is_empty() {
+        out.errors.push(PlanError {
+            key: "phase.mode".into(),
+            value: "private".into(),
+            reason: "private mode needs phase.provider=".into(),
+        });
+    }
+    if plan.providers.is_empty() && plan.root.is_none() && !plan.report && plan.mode != Mode::Local
+    {
+        out.warnings.push(Warning(
+            "nothing to boot: give phase.provider= or root= (or phase.report)".into(),
+        ));
+    }
+}
+
+fn required(value: Option<&str>) -> Result<&str, String> {
+    match value {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err("a value is required".into()),
+    }
+}
+
+fn word(value: Option<&str>) -> Result<String, String> {
+    let v = required(value)?;
+    if v.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        Ok(v.to_owned())
+    } else {
+        Err("expected a single word".into())
+    }
+}
+
+/// dracut's boolean spelling: a bare flag or `1`/`yes`/`true`/`on` is true,
+/// `0`/`no`/`false`/`off` false; anything else is an error rather than a guess.
+fn boolean(value: Option<&str>) -> Result<bool, String> {
+    match value {
+        None | Some("1" | "yes" | "true" | "on") => Ok(true),
+        Some("0" | "no" | "false" | "off") => Ok(false),
+        Some(_) => Err("expected 1 or 0 (or no value)".into()),
+    }
+}
+
+fn seconds(value: Option<&str>, min: u64) -> Result<Duration, String> {
+    let v = required(value)?;
+    match v.parse::<u64>() {
+        // A day is far beyond any boot; the cap keeps deadline arithmetic
+        // far from overflow.
+        Ok(s) if s >= min && s <= 86_400 => Ok(Duration::from_secs(s)),
+        _ => Err(format!(
+            "expected a whole number of seconds from {min} to 86400"
+        )),
+    }
+}
+
+fn parse_policy(value: &str) -> Result<FailPolicy, String> {
+    let (action, arg) = match value.split_once(':') {
+        Some((a, b)) => (a, Some(b)),
+        None => (value, None),
+    };
+    let policy = match action {
+        "reboot" => FailPolicy::Reboot {
+            delay_s: match arg {
+                None => FailPolicy::DEFAULT_REBOOT_DELAY_S,
+                Some(s) => s
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|&d| d <= 3600)
+                    .ok_or("expected reboot:SECONDS with SECONDS from 0 to 3600")?,
+            },
+        },
+        "halt" => FailPolicy::Halt,
+        "poweroff" => FailPolicy::Poweroff,
+        "shell" => FailPolicy::Shell,
+        _ => return Err("expected reboot[:SECONDS], halt, poweroff or shell".into()),
+    };
+    if arg.is_some() && !matches!(policy, FailPolicy::Reboot { .. }) {
+        return Err(format!("{action} takes no argument"));
+    }
+    Ok(policy)
+}
+
+fn module_list(value: Option<&str>) -> Result<Vec<String>, String> {
+    let v = required(value)?;
+    v.split(',')
+        .map(|m| {
+            if !m.is_empty()
+                && m.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                Ok(m.replace('-', "_"))
+            } else {
+                Err(format!("bad module name {m:?}"))
+            }
+        })
+        .collect()
+}
+
+/// `BOOTIF=01-aa-bb-cc-dd-ee-ff` (PXELINUX: ARP type 01, then the MAC).
+fn parse_bootif(value: &str) -> Result<[u8; 6], String> {
+    let hex = value.strip_prefix("01-").unwrap_or(value);
+    let parts: Vec<&str> = hex.split(['-', ':']).collect();
+    let bad = || "expected 01-aa-bb-cc-dd-ee-ff".to_owned();
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut mac = [0u8; 6];
+    for (byte, part) in mac.iter_mut().zip(parts) {
+        if part.len() != 2 {
+            return Err(bad());
+        }
+        *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+    }
+    Ok(mac)
+}
+
+/// `ip=` in the kernel's and dracut's forms:
+/// `dhcp|on|any`, `none|off`, `<iface>:dhcp[:<mtu>]`, and
+/// `<client>:[<peer>]:<gw>:<mask>:<host>:<iface>:<autoconf>[:<mtu>|<dns1>[:<dns2>]]`.
+fn parse_ip(value: &str) -> Result<IpConfig, String> {
+    match value {
+        "dhcp" | "on" | "any" => {
+            return Ok(IpConfig::Dhcp {
+                interface: None,
+                mtu: None,
+            });
+        }
+        "none" | "off" => return Ok(IpConfig::None),
+        "dhcp6" | "auto6" | "ibft" | "either6" | "link6" => {
+            return Err(format!(
+                "{value} is not supported; use dhcp, none or a static IPv4 address"
+            ));
+        }
+        _ => {}
+    }
+    if value.contains('[') {
+        return Err(
+            "IPv6 addresses are not supported; use dhcp, none or a static IPv4 address".into(),
+        );
+    }
+    let fields: Vec<&str> = value.split(':').collect();
+    // `<iface>:dhcp[:<mtu>[:<mac>]]`
+    if fields.len() >= 2 && fields.len() <= 4 && matches!(fields[1], "dhcp" | "on" | "any") {
+        let interface = interface_name(fields[0])?;
+        let mtu = fields
+            .get(2)
+            .filter(|m| !m.is_empty())
+            .map(|m| parse_mtu(m))
+            .transpose()?;
+        return Ok(IpConfig::Dhcp {
+            interface: Some(interface),
+            mtu,
+        });
+    }
+    if fields.len() < 7 {
+        return Err(
+            "expected dhcp, none, <iface>:dhcp, or <client>::<gw>:<mask>:<host>:<iface>:none"
+                .into(),
+        );
+    }
+    let address: Ipv4Addr = fields[0]
+        .parse()
+        .map_err(|_| format!("bad client address {:?}", fields[0]))?;
+    let gateway = optional_ip(fields[2], "gateway")?;
+    let prefix_len = parse_netmask(fields[3])?;
+    let hostname = Some(fields[4]).filter(|h| !h.is_empty()).map(str::to_owned);
+    let interface = Some(fields[5])
+        .filter(|i| !i.is_empty())
+        .map(interface_name)
+        .transpose()?;
+    match fields[6] {
+        "none" | "off" | "" => {}
+        "dhcp" | "on" | "any" => {
+            return Err(
+                "a client address with autoconf=dhcp is contradictory; use ip=<iface>:dhcp".into(),
+            );
+        }
+        other => {
+            return Err(format!(
+                "autoconf {other:?} is not supported with a static address; use none"
+            ));
+        }
+    }
+    let mut dns = Vec::new();
+    let mut mtu = None;
+    for extra in fields.iter().skip(7).filter(|f| !f.is_empty()) {
+        if let Ok(ip) = extra.parse::<Ipv4Addr>() {
+            dns.push(ip);
+        } else if extra.bytes().all(|b| b.is_ascii_digit()) {
+            mtu = Some(parse_mtu(extra)?);
+        } else if extra.len() == 2 && fields.len() > 9 {
+            // The tail of a MAC address split by `:` (dracut's <macaddr>); MAC
+            // matching is done with BOOTIF= instead.
+        } else {
+            return Err(format!("unexpected field {extra:?} after autoconf"));
+        }
+    }
+    Ok(IpConfig::Static(StaticIp {
+        address,
+        prefix_len,
+        gateway,
+        hostname,
+        interface,
+        dns,
+        mtu,
+    }))
+}
+
+fn optional_ip(text: &str, what: &str) -> Result<Option<Ipv4Addr>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| format!("bad {what} address {text:?}"))
+}
+
+fn parse_netmask(text: &str) -> Result<u8, String> {
+    if let Ok(len) = text.parse::<u8>()
+        && len <= 32
+    {
+        return Ok(len);
+    }
+    let mask: Ipv4Addr = text.parse().map_err(|_| format!("bad netmask {text:?}"))?;
+    let bits = u32::from(mask);
+    // A netmask is ones followed by zeros: its complement plus one is a power of two.
+    if bits.leading_ones() + bits.trailing_zeros() != 32 {
+        return Err(format!("netmask {text} is not contiguous"));
+    }
+    // leading_ones() of a u32 is at most 32, so it fits in u8.
+    Ok(bits.leading_ones() as u8)
+}
+
+fn parse_mtu(text: &str) -> Result<u16, String> {
+    match text.parse::<u16>() {
+        Ok(m) if m >= 576 => Ok(m),
+        _ => Err(format!("bad MTU {text:?} (576 to 65535)")),
+    }
+}
+
+fn interface_name(text: &str) -> Result<String, String> {
+    // IFNAMSIZ is 16 including the NUL.
+    if text.is_empty() || text.len() > 15 || text.contains(['/', ' ']) {
+        return Err(format!("bad interface name {text:?}"));
+    }
+    Ok(text.to_owned())
+}
+
+/// " (did you mean X?)" for a key within edit distance 2 of a known one.
+fn hint(name: &str, known: &[&str]) -> String {
+    known
+        .iter()
+        .map(|k| (edit_distance(name, k), k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| format!(" (did you mean {k}?)"))
+        .unwrap_or_default()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmdline::split;
+
+    fn plan(line: &str) -> Parsed {
+        parse(&split(line.as_bytes()), false)
+    }
+
+    fn ok(line: &str) -> BootPlan {
+        let parsed = plan(line);
+        assert!(parsed.errors.is_empty(), "{line}: {:?}", parsed.errors);
+        parsed.plan
+    }
+
+    #[test]
+    fn defaults() {
+        let p = ok("console=ttyS0 quiet");
+        assert_eq!(p.channel, "stable");
+        assert_eq!(p.mode, Mode::Internet);
+        assert_eq!(p.onfail, FailPolicy::Reboot { delay_s: 10 });
+        assert_eq!(p.timeout, Duration::from_secs(300));
+        assert!(p.quiet);
+        assert!(matches!(
+            p.ip,
+            IpConfig::Dhcp {
+                interface: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn every_key_parses() {
+        let p = ok(
+            "phase.provider=http://10.0.2.2:8080/,https://[fd00::1]/boot phase.channel=beta-2 \
+            phase.mode=private phase.onfail=poweroff phase.timeout=90 phase.report ip=eth0:dhcp:1400 \
+            rd.neednet=1 rd.shell rd.break=fetch rd.overlay root=zfs:tank/root rootfstype=zfs \
+            rootflags=ro,noatime init=/sbin/init rd.retry=30 rd.timeout=0 BOOTIF=01-52-54-00-12-34-56 \
+            rd.driver.pre=virtio-net,e1000e rd.driver.blacklist=nouveau module_blacklist=radeon",
+        );
+        assert_eq!(p.providers.len(), 2);
+        assert_eq!(p.providers[0].url, "http://10.0.2.2:8080");
+        assert_eq!((p.providers[0].port, p.providers[0].https), (8080, false));
+        assert_eq!(
+            (p.providers[1].host.as_str(), p.providers[1].port),
+            ("fd00::1", 443)
+        );
+        assert_eq!(p.channel, "beta-2");
+        assert_eq!(p.mode, Mode::Private);
+        assert_eq!(p.onfail, FailPolicy::Poweroff);
+        assert_eq!(p.timeout, Duration::from_secs(90));
+        assert!(p.report && p.need_net && p.shell && p.overlay);
+        assert_eq!(
+            p.ip,
+            IpConfig::Dhcp {
+                interface: Some("eth0".into()),
+                mtu: Some(1400)
+            }
+        );
+        assert_eq!(p.break_before, Some(Stage::Fetch));
+        assert_eq!(p.root, Some(RootSpec::Zfs("tank/root".into())));
+        assert_eq!(p.rootfstype.as_deref(), Some("zfs"));
+        assert_eq!(p.rootflags.as_deref(), Some("ro,noatime"));
+        assert_eq!(p.init.as_deref(), Some("/sbin/init"));
+        assert_eq!(p.retry, Duration::from_secs(30));
+        assert_eq!(p.device_timeout, Duration::ZERO);
+        assert_eq!(p.bootif, Some([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]));
+        assert_eq!(p.drivers, ["virtio_net", "e1000e"]);
+        assert_eq!(p.blacklist, ["nouveau", "radeon"]);
+    }
+
+    #[test]
+    fn root_forms() {
+        let table: &[(&str, RootSpec)] = &[
+            ("root=zfs:AUTO", RootSpec::ZfsAuto),
+            (
+                "root=ZFS=rpool/ROOT/debian",
+                RootSpec::Zfs("rpool/ROOT/debian".into()),
+            ),
+            (
+                "root=LABEL=phase-root",
+                RootSpec::Label("phase-root".into()),
+            ),
+            ("root=UUID=0a1b-2c3d", RootSpec::Uuid("0a1b-2c3d".into())),
+            ("root=PARTUUID=abc-01", RootSpec::PartUuid("abc-01".into())),
+            ("root=PARTLABEL=root", RootSpec::PartLabel("root".into())),
+            ("root=/dev/vda2", RootSpec::Device("/dev/vda2".into())),
+        ];
+        for (line, want) in table {
+            assert_eq!(ok(line).root.as_ref(), Some(want), "{line}");
+        }
+    }
+
+    #[test]
+    fn ip_forms() {
+        let p = ok("ip=10.0.0.5::10.0.0.1:255.255.255.0:node1:eth0:none");
+        assert_eq!(
+            p.ip,
+            IpConfig::Static(StaticIp {
+                address: Ipv4Addr::new(10, 0, 0, 5),
+                prefix_len: 24,
+                gateway: Some(Ipv4Addr::new(10, 0, 0, 1)),
+                hostname: Some("node1".into()),
+                interface: Some("eth0".into()),
+                dns: vec![],
+                mtu: None,
+            })
+        );
+        let p = ok("ip=192.168.1.9:::16::enp1s0:off:192.168.0.53:9.9.9.9");
+        let IpConfig::Static(s) = p.ip else { panic!() };
+        assert_eq!((s.prefix_len, s.gateway, s.dns.len()), (16, None, 2));
+        let p = ok("ip=10.0.0.5::10.0.0.1:24::eth0:none:9000");
+        let IpConfig::Static(s) = p.ip else { panic!() };
+        assert_eq!(s.mtu, Some(9000));
+        assert_eq!(ok("ip=none").ip, IpConfig::None);
+        assert_eq!(ok("ip=off").ip, IpConfig::None);
+        assert!(matches!(ok("ip=any").ip, IpConfig::Dhcp { .. }));
+    }
+
+    #[test]
+    fn later_parameters_override_earlier_ones() {
+        let p = ok("phase.channel=a phase.channel=b ip=none ip=dhcp");
+        assert_eq!(p.channel, "b");
+        assert!(matches!(p.ip, IpConfig::Dhcp { .. }));
+    }
+
+    #[test]
+    fn malformed_values_name_key_and_value() {
+        let table: &[(&str, &str)] = &[
+            (
+                "phase.timeout=soon",
+                "phase.timeout=soon: expected a whole number of seconds from 1 to 86400",
+            ),
+            (
+                "phase.timeout=0",
+                "phase.timeout=0: expected a whole number of seconds from 1 to 86400",
+            ),
+            ("phase.timeout", "phase.timeout=: a value is required"),
+            (
+                "phase.onfail=explode",
+                "phase.onfail=explode: expected reboot[:SECONDS], halt, poweroff or shell",
+            ),
+            (
+                "phase.onfail=reboot:forever",
+                "phase.onfail=reboot:forever: expected reboot:SECONDS with SECONDS from 0 to 3600",
+            ),
+            (
+                "phase.onfail=halt:3",
+                "phase.onfail=halt:3: halt takes no argument",
+            ),
+            (
+                "phase.mode=lan",
+                "phase.mode=lan: expected internet, local or private",
+            ),
+            (
+                "phase.provider=ftp://x",
+                "phase.provider=ftp://x: expected an http:// or https:// URL (in \"ftp://x\")",
+            ),
+            (
+                "phase.provider=http://",
+                "phase.provider=http://: the URL has no host (in \"http://\")",
+            ),
+            (
+                "phase.provider=http://h:99999/",
+                "phase.provider=http://h:99999/: bad port \"99999\" (in \"http://h:99999/\")",
+            ),
+            (
+                "phase.provider=http://u@h/",
+                "phase.provider=http://u@h/: a provider URL has no user, query, fragment or spaces (in \"http://u@h/\")",
+            ),
+            (
+                "phase.channel=../etc",
+                "phase.channel=../etc: a channel is letters, digits, '-', '_' and '.'",
+            ),
+            (
+                "phase.report=maybe",
+                "phase.report=maybe: expected 1 or 0 (or no value)",
+            ),
+            (
+                "ip=10.0.0.5::10.0.0.1:255.0.255.0::eth0:none",
+                "ip=10.0.0.5::10.0.0.1:255.0.255.0::eth0:none: netmask 255.0.255.0 is not contiguous",
+            ),
+            (
+                "ip=10.0.0.300::10.0.0.1:24::eth0:none",
+                "ip=10.0.0.300::10.0.0.1:24::eth0:none: bad client address \"10.0.0.300\"",
+            ),
+            (
+                "ip=dhcp6",
+                "ip=dhcp6: dhcp6 is not supported; use dhcp, none or a static IPv4 address",
+            ),
+            (
+                "ip=eth0",
+                "ip=eth0: expected dhcp, none, <iface>:dhcp, or <client>::<gw>:<mask>:<host>:<iface>:none",
+            ),
+            (
+                "root=sda1",
+                "root=sda1: expected zfs:<pool>/<dataset>, zfs:AUTO, LABEL=, UUID=, PARTUUID=, PARTLABEL= or /dev/…",
+            ),
+            (
+                "root=zfs:",
+                "root=zfs:: expected zfs:<pool>/<dataset> or zfs:AUTO",
+            ),
+            ("root=LABEL=", "root=LABEL=: LABEL= needs a value"),
+            (
+                "init=sbin/init",
+                "init=sbin/init: expected an absolute path",
+            ),
+            (
+                "BOOTIF=01-52-54-00-12-34",
+                "BOOTIF=01-52-54-00-12-34: expected 01-aa-bb-cc-dd-ee-ff",
+            ),
+            (
+                "rd.break=later",
+                "rd.break=later: expected a stage name (early, plan, modules, network, fetch, handoff) or a dracut hook",
+            ),
+            (
+                "rd.driver.pre=a,,b",
+                "rd.driver.pre=a,,b: bad module name \"\"",
+            ),
+            (
+                "rootfstype=ext4;rm",
+                "rootfstype=ext4;rm: expected a single word",
+            ),
+            (
+                "phase.mode=private",
+                "phase.mode=private: private mode needs phase.provider=",
+            ),
+        ];
+        for (line, want) in table {
+            let parsed = plan(line);
+            let got: Vec<String> = parsed.errors.iter().map(ToString::to_string).collect();
+            assert_eq!(got, [*want], "{line}");
+        }
+    }
+
+    #[test]
+    fn valid_keys_still_apply_beside_a_malformed_one() {
+        let parsed = plan("phase.onfail=poweroff phase.timeout=soon");
+        assert_eq!(parsed.errors.len(), 1);
+        assert_eq!(parsed.plan.onfail, FailPolicy::Poweroff);
+    }
+
+    #[test]
+    fn unknown_keys_warn_with_a_hint() {
+        let parsed =
+            plan("phase.provder=http://x phase.color=blue rd.luks.uuid=1 console=ttyS0 foo.bar=1");
+        let got: Vec<String> = parsed.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "unknown key phase.provder (ignored) (did you mean phase.provider?)",
+                "unknown key phase.color (ignored)",
+                "rd.luks.uuid is not supported by Phase Boot (ignored)",
+                "nothing to boot: give phase.provider= or root= (or phase.report)",
+            ]
+        );
+        assert!(parsed.errors.is_empty());
+    }
+
+    #[test]
+    fn test_hook_keys_exist_only_in_test_builds() {
+        let params = split(b"phase.test.panic=modules phase.report");
+        let release = parse(&params, false);
+        assert_eq!(release.plan.test_panic, None);
+        assert_eq!(
+            release.warnings[0].0,
+            "phase.test.panic is honoured only by test builds of the init (ignored)"
+        );
+        let test = parse(&params, true);
+        assert_eq!(test.plan.test_panic, Some(Stage::Modules));
+        assert!(test.warnings.is_empty());
+    }
+
+    #[test]
+    fn no_key_turns_verification_off() {
+        // SECURITY.md row 15: nothing on the command line disables checks. Any
+        // key that sounds like it is merely unknown.
+        for key in [
+            "phase.insecure",
+            "phase.verify=0",
+            "phase.noverify",
+            "phase.trust=http://evil",
+            "phase.floor=0",
+        ] {
+            let parsed = plan(&format!("{key} phase.report"));
+            assert!(parsed.errors.is_empty(), "{key}");
+            assert_eq!(
+                parsed.plan,
+                plan("phase.report").plan,
+                "{key} changed the plan"
+            );
+            assert!(
+                parsed
+                    .warnings
+                    .iter()
+                    .any(|w| w.0.starts_with("unknown key")),
+                "{key}"
+            );
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Every side effect the init has on the kernel, one function per syscall.
+//!
+//! This is the only module allowed `unsafe`. Most calls go through rustix,
+//! which is safe; raw `libc` is used only where rustix has no wrapper (signal
+//! masks). Each function is named after its syscall, takes borrowed handles
+//! and returns `io::Result`, so callers can name the operation and its
+//! arguments in their own error types.
+#![allow(unsafe_code)]
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+
+pub use rustix::mount::MountFlags;
+pub use rustix::process::{Pid, WaitStatus};
+pub use rustix::system::RebootCommand;
+
+/// [mount(2)](https://man7.org/linux/man-pages/man2/mount.2.html)
+pub fn mount(
+    source: &CStr,
+    target: &CStr,
+    fstype: &CStr,
+    flags: MountFlags,
+    data: Option<&CStr>,
+) -> io::Result<()> {
+    Ok(rustix::mount::mount(source, target, fstype, flags, data)?)
+}
+
+/// [mkdir(2)](https://man7.org/linux/man-pages/man2/mkdir.2.html)
+pub fn mkdir(path: &CStr, mode: u32) -> io::Result<()> {
+    Ok(rustix::fs::mkdir(
+        path,
+        rustix::fs::Mode::from_raw_mode(mode),
+    )?)
+}
+
+/// [reboot(2)](https://man7.org/linux/man-pages/man2/reboot.2.html). Returns
+/// only on failure (or for the `Cad*` commands).
+pub fn reboot(cmd: RebootCommand) -> io::Result<()> {
+    Ok(rustix::system::reboot(cmd)?)
+}
+
+/// [sync(2)](https://man7.org/linux/man-pages/man2/sync.2.html)
+pub fn sync() {
+    rustix::fs::sync();
+}
+
+/// [clock_gettime(2)](https://man7.org/linux/man-pages/man2/clock_gettime.2.html)
+/// of `CLOCK_REALTIME`, in whole seconds since the epoch (negative before it).
+pub fn clock_gettime_realtime() -> i64 {
+    rustix::time::clock_gettime(rustix::time::ClockId::Realtime).tv_sec
+}
+
+/// [clock_gettime(2)](https://man7.org/linux/man-pages/man2/clock_gettime.2.html)
+/// of `CLOCK_BOOTTIME`: time since the kernel started, the same clock the
+/// kernel's own log timestamps use.
+pub fn clock_gettime_boottime() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    // The kernel keeps tv_nsec in 0..1e9 and tv_sec non-negative for BOOTTIME.
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// [clock_settime(2)](https://man7.org/linux/man-pages/man2/clock_settime.2.html)
+/// of `CLOCK_REALTIME`.
+pub fn clock_settime_realtime(seconds: i64) -> io::Result<()> {
+    let t = rustix::time::Timespec {
+        tv_sec: seconds,
+        tv_nsec: 0,
+    };
+    Ok(rustix::time::clock_settime(
+        rustix::time::ClockId::Realtime,
+        t,
+    )?)
+}
+
+/// [finit_module(2)](https://man7.org/linux/man-pages/man2/finit_module.2.html)
+pub fn finit_module(fd: impl AsFd, params: &CStr, flags: i32) -> io::Result<()> {
+    Ok(rustix::system::finit_module(fd, params, flags)?)
+}
+
+/// [waitpid(2)](https://man7.org/linux/man-pages/man2/waitpid.2.html) for any
+/// child, without blocking. `Ok(None)` when no child has changed state;
+/// `ECHILD` when there are no children at all.
+pub fn waitpid_any_nohang() -> io::Result<Option<(Pid, WaitStatus)>> {
+    Ok(rustix::process::waitpid(
+        None,
+        rustix::process::WaitOptions::NOHANG,
+    )?)
+}
+
+/// [getpid(2)](https://man7.org/linux/man-pages/man2/getpid.2.html)
+pub fn getpid() -> i32 {
+    rustix::process::getpid().as_raw_nonzero().get()
+}
+
+/// [dup2(2)](https://man7.org/linux/man-pages/man2/dup2.2.html) of `fd` onto
+/// standard input, output and error.
+pub fn dup2_stdio(fd: impl AsFd) -> io::Result<()> {
+    let fd = fd.as_fd();
+    rustix::stdio::dup2_stdin(fd)?;
+    rustix::stdio::dup2_stdout(fd)?;
+    rustix::stdio::dup2_stderr(fd)?;
+    Ok(())
+}
+
+/// Whether file descriptor 0 is open (the kernel opens `/dev/console` on 0,
+/// 1 and 2 only when the initramfs has that node).
+pub fn stdin_is_open() -> bool {
+    rustix::io::fcntl_getfd(rustix::stdio::stdin()).is_ok()
+}
+
+/// Arranges for the child of `cmd` to call
+/// [setsid(2)](https://man7.org/linux/man-pages/man2/setsid.2.html) and then
+/// `ioctl(0, TIOCSCTTY)` ([ioctl_tty(2)](https://man7.org/linux/man-pages/man2/ioctl_tty.2.html))
+/// before it executes, so a shell on the console gets job control and Ctrl-C.
+pub fn command_setsid_ctty(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec. It only makes
+    // two raw system calls through rustix, which are async-signal-safe and do
+    // not allocate or take locks.
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::setsid()?;
+            rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
+            Ok(())
+        });
+    }
+}
+
+/// [getrandom(2)](https://man7.org/linux/man-pages/man2/getrandom.2.html),
+/// filling the whole buffer (blocking until the pool is initialised).
+pub fn getrandom(buf: &mut [u8]) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        filled +=
+            rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::empty())?;
+    }
+    Ok(())
+}
+
+/// [memfd_create(2)](https://man7.org/linux/man-pages/man2/memfd_create.2.html)
+/// with `MFD_CLOEXEC | MFD_ALLOW_SEALING`.
+pub fn memfd_create(name: &CStr) -> io::Result<OwnedFd> {
+    use rustix::fs::MemfdFlags;
+    Ok(rustix::fs::memfd_create(
+        name,
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )?)
+}
+
+/// `fcntl(fd, F_ADD_SEALS, SEAL_SEAL | SEAL_SHRINK | SEAL_GROW | SEAL_WRITE)`
+/// ([memfd_create(2)](https://man7.org/linux/man-pages/man2/memfd_create.2.html)):
+/// after this no one can change the file's contents or size.
+pub fn fcntl_seal_all(fd: impl AsFd) -> io::Result<()> {
+    use rustix::fs::SealFlags;
+    Ok(rustix::fs::fcntl_add_seals(
+        fd,
+        SealFlags::SEAL | SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE,
+    )?)
+}
+
+/// The signals PID 1 takes synchronously on its supervisor thread.
+pub const SUPERVISED_SIGNALS: [i32; 7] = [
+    libc::SIGCHLD,
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGPWR,
+];
+
+fn supervised_set() -> io::Result<libc::sigset_t> {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the whole sigset_t it is given; the
+    // pointer comes from a live MaybeUninit of the right type.
+    if unsafe { libc::sigemptyset(set.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: sigemptyset above returned 0, so the set is initialised.
+    let mut set = unsafe { set.assume_init() };
+    for signal in SUPERVISED_SIGNALS {
+        // SAFETY: `set` is an initialised sigset_t and `signal` a valid
+        // signal number from the libc constants above.
+        if unsafe { libc::sigaddset(&mut set, signal) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(set)
+}
+
+/// [pthread_sigmask(3)](https://man7.org/linux/man-pages/man3/pthread_sigmask.3.html)
+/// `SIG_BLOCK` of [`SUPERVISED_SIGNALS`] on the calling thread. Called before
+/// any other thread starts, so every thread inherits the mask and the signals
+/// stay pending until [`sigwaitinfo`] takes them. Children started with
+/// `std::process::Command` get an empty mask back (std resets it).
+pub fn sigprocmask_block_supervised() -> io::Result<()> {
+    let set = supervised_set()?;
+    // SAFETY: `set` is initialised; a null old-set pointer is allowed.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// [sigwaitinfo(2)](https://man7.org/linux/man-pages/man2/sigwaitinfo.2.html)
+/// for one of [`SUPERVISED_SIGNALS`]; returns its number. Retries on `EINTR`.
+pub fn sigwaitinfo() -> io::Result<i32> {
+    let set = supervised_set()?;
+    loop {
+        // SAFETY: `set` is initialised; a null siginfo pointer is allowed.
+        let signal = unsafe { libc::sigwaitinfo(&set, std::ptr::null_mut()) };
+        if signal >= 0 {
+            return Ok(signal);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}

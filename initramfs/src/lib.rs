@@ -1,0 +1,12 @@
+//! The contract of a Phase Boot image.
+//!
+//! mkimage writes an initramfs and the init reads it; everything both sides
+//! must agree on lives here, with no I/O: where files go ([`layout`]), the
+//! image description ([`image::ImageInfo`]), the kernel-module index
+//! ([`modindex`]) and the reading of a module's own `.modinfo` ([`modinfo`]).
+#![forbid(unsafe_code)]
+
+pub mod image;
+pub mod layout;
+pub mod modindex;
+pub mod modinfo;
