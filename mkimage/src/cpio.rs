@@ -91,13 +91,13 @@ impl Archive {
     /// mode 0755.
     pub fn add(&mut self, path: &str, mode: u32, kind: Kind) -> Result<(), CpioError> {
         let path = normalize(path)?;
-        if let Kind::File(data) = &kind {
-            if u32::try_from(data.len()).is_err() {
-                return Err(CpioError::TooLarge {
-                    path,
-                    size: data.len(),
-                });
-            }
+        if let Kind::File(data) = &kind
+            && u32::try_from(data.len()).is_err()
+        {
+            return Err(CpioError::TooLarge {
+                path,
+                size: data.len(),
+            });
         }
         let mut parent = String::new();
         for component in path
@@ -255,7 +255,7 @@ impl Header {
 }
 
 fn pad(out: &mut Vec<u8>, to: usize) {
-    while out.len() % to != 0 {
+    while !out.len().is_multiple_of(to) {
         out.push(0);
     }
 }
