@@ -1,0 +1,25 @@
+//! Replays the committed fuzz corpus on stable: every input that once
+//! mattered to the fuzzer (seeds and any crash found) must parse without a
+//! panic.
+
+use std::path::Path;
+
+fn corpus(target: &str) -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    let inputs: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(!inputs.is_empty(), "{} has no seeds", dir.display());
+    inputs
+}
+
+#[test]
+fn cmdline_corpus_parses_without_panic() {
+    for input in corpus("cmdline") {
+        let params = phase_init::cmdline::split(&input);
+        let _ = phase_init::plan::parse(&params, true);
+    }
+}
