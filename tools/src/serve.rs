@@ -66,8 +66,11 @@ pub struct RequestLog {
     pub target: String,
     pub range: Option<String>,
     pub status: u16,
-    /// Body bytes sent.
+    /// Body bytes in the response.
     pub bytes: u64,
+    /// The connection failed while the response was being sent; this is a
+    /// second line for a request already logged.
+    pub aborted: bool,
 }
 
 impl fmt::Display for RequestLog {
@@ -79,6 +82,9 @@ impl fmt::Display for RequestLog {
         )?;
         if let Some(range) = &self.range {
             write!(f, " range={range}")?;
+        }
+        if self.aborted {
+            f.write_str(" aborted")?;
         }
         Ok(())
     }
@@ -300,8 +306,7 @@ impl Shared {
                 }
                 if buf.len() > MAX_HEAD {
                     let response = Response::error(431, "request head too large");
-                    response.send(stream, None, false)?;
-                    return Ok(());
+                    return response.send(stream, None, false);
                 }
                 let mut chunk = [0u8; 4096];
                 let n = stream.read(&mut chunk)?;
@@ -314,8 +319,16 @@ impl Shared {
             buf.drain(..head_len);
             let Some(request) = request else {
                 let response = Response::error(400, "malformed request");
+                (self.log)(&RequestLog {
+                    peer,
+                    method: "-".into(),
+                    target: "-".into(),
+                    range: None,
+                    status: 400,
+                    bytes: response.body_len("GET"),
+                    aborted: false,
+                });
                 response.send(stream, None, false)?;
-                self.log(peer, "-", "-", None, 400, 0);
                 return Ok(());
             };
             // GET and HEAD carry no body; one that does would desynchronise
@@ -326,39 +339,27 @@ impl Shared {
             } else {
                 self.respond(&request)
             };
-            let status = response.status;
-            let bytes = response.send(stream, Some(&request.method), keep_alive)?;
-            self.log(
+            // Logged before the body goes out, so that a client that has
+            // read the whole response can rely on the line being there.
+            let mut entry = RequestLog {
                 peer,
-                &request.method,
-                &request.target,
-                request.range.clone(),
-                status,
-                bytes,
-            );
+                method: request.method.clone(),
+                target: request.target.clone(),
+                range: request.range.clone(),
+                status: response.status,
+                bytes: response.body_len(&request.method),
+                aborted: false,
+            };
+            (self.log)(&entry);
+            if let Err(e) = response.send(stream, Some(&request.method), keep_alive) {
+                entry.aborted = true;
+                (self.log)(&entry);
+                return Err(e);
+            }
             if !keep_alive {
                 return Ok(());
             }
         }
-    }
-
-    fn log(
-        &self,
-        peer: SocketAddr,
-        method: &str,
-        target: &str,
-        range: Option<String>,
-        status: u16,
-        bytes: u64,
-    ) {
-        (self.log)(&RequestLog {
-            peer,
-            method: method.to_owned(),
-            target: target.to_owned(),
-            range,
-            status,
-            bytes,
-        });
     }
 
     fn respond(&self, request: &Request) -> Response {
@@ -567,13 +568,22 @@ impl Response {
         Response::text(status, &format!("{status} {reason}\n"))
     }
 
-    /// Writes the response; returns the body bytes sent.
+    /// Body bytes this response carries for `method`.
+    fn body_len(&self, method: &str) -> u64 {
+        match (&self.body, method) {
+            (_, "HEAD") => 0,
+            (Body::Bytes(b), _) => b.len() as u64,
+            (Body::File(_, len), _) => *len,
+        }
+    }
+
+    /// Writes the response.
     fn send(
         self,
         stream: &mut impl Write,
         method: Option<&str>,
         keep_alive: bool,
-    ) -> io::Result<u64> {
+    ) -> io::Result<()> {
         let len = match &self.body {
             Body::Bytes(b) => b.len() as u64,
             Body::File(_, len) => *len,
@@ -590,14 +600,10 @@ impl Response {
         });
         stream.write_all(head.as_bytes())?;
         if method == Some("HEAD") {
-            stream.flush()?;
-            return Ok(0);
+            return stream.flush();
         }
-        let sent = match self.body {
-            Body::Bytes(b) => {
-                stream.write_all(&b)?;
-                b.len() as u64
-            }
+        match self.body {
+            Body::Bytes(b) => stream.write_all(&b)?,
             Body::File(file, len) => {
                 let copied = io::copy(&mut file.take(len), stream)?;
                 if copied != len {
@@ -605,11 +611,9 @@ impl Response {
                     // kept, so the connection must end.
                     return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
                 }
-                copied
             }
-        };
-        stream.flush()?;
-        Ok(sent)
+        }
+        stream.flush()
     }
 }
 

@@ -55,7 +55,7 @@ pub enum VerifyError {
     },
     #[error("GET {url}: HTTP {status}")]
     Status { url: String, status: u16 },
-    #[error("GET {url}: Content-Encoding {encoding:?}; artifacts must be served as stored")]
+    #[error("GET {url}: Content-Encoding {encoding:?}; files must be served as stored")]
     ContentEncoding { url: String, encoding: String },
     #[error("GET {url} with Range {asked}: Content-Range is {got:?}")]
     ContentRange {
@@ -77,6 +77,13 @@ pub enum VerifyError {
         location: String,
         #[source]
         source: ManifestError,
+    },
+    #[error("{name} {location}")]
+    ArtifactFetch {
+        name: &'static str,
+        location: String,
+        #[source]
+        source: Box<VerifyError>,
     },
     #[error("{name} {location} refused")]
     Artifact {
@@ -461,7 +468,11 @@ pub fn verify(source: &Source, options: &Options) -> Result<Report, VerifyError>
                     .fetch_artifact(url, artifact, options.chunk_size, &mut check, &bar)
                     .map_err(|e| match e {
                         VerifyError::Artifact { source, .. } => refused(source),
-                        other => other,
+                        other => VerifyError::ArtifactFetch {
+                            name,
+                            location: at_location.clone(),
+                            source: Box::new(other),
+                        },
                     })?,
                 (_, _) => {
                     hash_file(&PathBuf::from(&at_location), &mut check, &bar).map_err(
