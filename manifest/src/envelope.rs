@@ -21,9 +21,10 @@ use crate::key::KeyId;
 /// The largest envelope accepted, checked before any parsing. A manifest with
 /// four artifacts, a full-length cmdline and a few signatures is under 8 KiB.
 pub const MAX_ENVELOPE_SIZE: usize = 64 * 1024;
-/// The most signatures one envelope may carry. Bounds the verification work
-/// an envelope can cause.
-pub const MAX_SIGNATURES: usize = 16;
+/// The most signatures one envelope may carry: enough for a rotation signed
+/// by two full key sets ([`crate::trust::MAX_KEYS`] each), and a bound on the
+/// verification work one envelope can cause (64 verifications, ~3 ms).
+pub const MAX_SIGNATURES: usize = 2 * crate::trust::MAX_KEYS;
 
 /// One signature as it appears in an envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,8 +162,8 @@ mod tests {
             (env(&one("xy", &sig)), "signature 0: key id \"xy\"".into()),
             (env(&one(&id, "00")), format!("signature 0 (key {id})")),
             (
-                env(&vec![one(&id, &sig); 17].join(",")),
-                "carries 17 signatures, more than the 16".into(),
+                env(&vec![one(&id, &sig); 65].join(",")),
+                "carries 65 signatures, more than the 64".into(),
             ),
         ];
         for (input, expected) in table {

@@ -492,6 +492,21 @@ mod tests {
     }
 
     #[test]
+    fn a_field_given_twice_is_refused() {
+        // Parsers differ on which duplicate wins; a signed payload must not
+        // mean one thing to the verifier and another to a reader.
+        let payload = String::from_utf8(sample().to_payload()).unwrap();
+        let twice = payload.replacen("\"version\": 5,", "\"version\": 5,\n  \"version\": 6,", 1);
+        assert_ne!(twice, payload);
+        match Manifest::from_payload(twice.as_bytes()) {
+            Err(ManifestError::PayloadSyntax(e)) => {
+                assert!(e.to_string().contains("duplicate field `version`"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn arch_names_are_canonical_with_hints() {
         assert_eq!("x86_64".parse::<Arch>().unwrap(), Arch::X86_64);
         assert_eq!("aarch64".parse::<Arch>().unwrap(), Arch::Aarch64);
