@@ -410,13 +410,10 @@ fn read_some(reader: &mut impl Read, buf: &mut [u8], url: &str) -> Result<usize,
 pub fn verify(source: &Source, options: &Options) -> Result<Report, VerifyError> {
     let location = source.location();
     let https_only = matches!(source, Source::Url(u) if u.starts_with("https://"));
-    let client = match source {
-        Source::Url(_) => Some(Client::new(options.ca.as_deref(), https_only)?),
-        Source::File(_) => None,
-    };
-    let bytes = match (source, &client) {
-        (Source::Url(url), Some(client)) => client.get_capped(url, MAX_ENVELOPE_SIZE)?,
-        (_, _) => read_file_capped(&PathBuf::from(&location), MAX_ENVELOPE_SIZE)?,
+    let client = Client::new(options.ca.as_deref(), https_only)?;
+    let bytes = match source {
+        Source::Url(url) => client.get_capped(url, MAX_ENVELOPE_SIZE)?,
+        Source::File(path) => read_file_capped(path, MAX_ENVELOPE_SIZE)?,
     };
 
     let from_location = source.channel_arch();
@@ -463,8 +460,8 @@ pub fn verify(source: &Source, options: &Options) -> Result<Report, VerifyError>
             };
             let mut check = ArtifactCheck::new(artifact);
             let bar = progress_bar(name, artifact.size, options.progress);
-            let (requests, ranged) = match (&at, &client) {
-                (Source::Url(url), Some(client)) => client
+            let (requests, ranged) = match &at {
+                Source::Url(url) => client
                     .fetch_artifact(url, artifact, options.chunk_size, &mut check, &bar)
                     .map_err(|e| match e {
                         VerifyError::Artifact { source, .. } => refused(source),
@@ -474,13 +471,11 @@ pub fn verify(source: &Source, options: &Options) -> Result<Report, VerifyError>
                             source: Box::new(other),
                         },
                     })?,
-                (_, _) => {
-                    hash_file(&PathBuf::from(&at_location), &mut check, &bar).map_err(
-                        |e| match e {
-                            VerifyError::Artifact { source, .. } => refused(source),
-                            other => other,
-                        },
-                    )?;
+                Source::File(path) => {
+                    hash_file(path, &mut check, &bar).map_err(|e| match e {
+                        VerifyError::Artifact { source, .. } => refused(source),
+                        other => other,
+                    })?;
                     (0, false)
                 }
             };
