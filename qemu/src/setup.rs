@@ -38,6 +38,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("busybox-static", "the shell in debug images"),
     ("util-linux", "unshare, for the PID 1 reaper test"),
     ("iproute2", "network namespaces for host network tests"),
+    (
+        "nginx-light",
+        "real nginx serves a published provider tree in tests",
+    ),
 ];
 
 static APT_UPDATED: AtomicBool = AtomicBool::new(false);
