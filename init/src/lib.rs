@@ -8,6 +8,7 @@ pub mod clock;
 pub mod cmdline;
 pub mod early;
 pub mod event;
+pub mod fdt;
 #[macro_use]
 pub mod log;
 pub mod modules;
