@@ -11,6 +11,7 @@ pub mod event;
 pub mod fdt;
 #[macro_use]
 pub mod log;
+pub mod memfd;
 pub mod modules;
 pub mod pid1;
 pub mod plan;

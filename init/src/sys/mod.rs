@@ -224,3 +224,186 @@ pub fn sigwaitinfo() -> io::Result<i32> {
         }
     }
 }
+
+/// `fcntl(fd, F_GET_SEALS)` ([memfd_create(2)](https://man7.org/linux/man-pages/man2/memfd_create.2.html)):
+/// whether the file is sealed against writes, shrinking and growing, as
+/// [`fcntl_seal_all`] leaves it.
+pub fn fcntl_get_seals_all(fd: impl AsFd) -> io::Result<bool> {
+    use rustix::fs::SealFlags;
+    let seals = rustix::fs::fcntl_get_seals(fd)?;
+    Ok(seals.contains(SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE))
+}
+
+/// [fstat(2)](https://man7.org/linux/man-pages/man2/fstat.2.html): the
+/// file's size in bytes.
+pub fn fstat_size(fd: impl AsFd) -> io::Result<u64> {
+    let st = rustix::fs::fstat(fd)?;
+    u64::try_from(st.st_size).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+}
+
+/// The size of a page of the running kernel
+/// ([getauxval(3)](https://man7.org/linux/man-pages/man3/getauxval.3.html) `AT_PAGESZ`).
+pub fn page_size() -> usize {
+    rustix::param::page_size()
+}
+
+/// A read-only, shared mapping of a whole sealed file; unmapped on drop.
+pub struct SealedMap {
+    ptr: *mut std::ffi::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and its contents cannot change (the file is
+// sealed against writes and shrinking), so sharing or sending the pointer
+// between threads is as safe as sharing a `&[u8]`.
+unsafe impl Send for SealedMap {}
+// SAFETY: as above; nothing mutates the mapped bytes.
+unsafe impl Sync for SealedMap {}
+
+impl std::ops::Deref for SealedMap {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `ptr` is a live mapping of `len` readable bytes (mmap
+        // succeeded and munmap only runs in Drop); the file behind it is
+        // sealed with F_SEAL_WRITE and F_SEAL_SHRINK, so no one can change
+        // the bytes or truncate the file (which would fault) while the slice
+        // is borrowed from `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for SealedMap {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly what mmap returned, and no slice
+        // borrowed from `self` outlives it.
+        let _ = unsafe { rustix::mm::munmap(self.ptr, self.len) };
+    }
+}
+
+/// [mmap(2)](https://man7.org/linux/man-pages/man2/mmap.2.html) of a whole
+/// file with `PROT_READ, MAP_SHARED`, after checking (`F_GET_SEALS`) that it
+/// is sealed against writes, shrinking and growing. Refuses an unsealed file
+/// with `EPERM` and an empty one with `EINVAL`, since a mapping of either
+/// could not be handed out as an immutable `&[u8]`.
+pub fn mmap_sealed(fd: impl AsFd) -> io::Result<SealedMap> {
+    use rustix::mm::{MapFlags, ProtFlags};
+    let fd = fd.as_fd();
+    if !fcntl_get_seals_all(fd)? {
+        return Err(io::Error::from_raw_os_error(libc::EPERM));
+    }
+    let len =
+        usize::try_from(fstat_size(fd)?).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    if len == 0 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: a null hint lets the kernel choose the address, so no existing
+    // memory is replaced; the mapping is read-only and the file is sealed
+    // (checked above), so the `&[u8]` SealedMap hands out stays valid and
+    // unchanged until it is unmapped in Drop.
+    let ptr = unsafe {
+        rustix::mm::mmap(
+            std::ptr::null_mut(),
+            len,
+            ProtFlags::READ,
+            MapFlags::SHARED,
+            fd,
+            0,
+        )?
+    };
+    Ok(SealedMap { ptr, len })
+}
+
+/// `KEXEC_FILE_NO_INITRAMFS` from `<linux/kexec.h>`.
+pub const KEXEC_FILE_NO_INITRAMFS: u64 = 0x4;
+/// `KEXEC_ARCH_DEFAULT` from `<linux/kexec.h>`: the running kernel's arch.
+pub const KEXEC_ARCH_DEFAULT: u64 = 0;
+
+/// [kexec_file_load(2)](https://man7.org/linux/man-pages/man2/kexec_file_load.2.html):
+/// the kernel reads, checks (signature, lockdown) and places the next kernel
+/// itself. Without an initrd, `KEXEC_FILE_NO_INITRAMFS` is added to `flags`.
+#[cfg(target_arch = "x86_64")]
+pub fn kexec_file_load(
+    kernel: std::os::fd::BorrowedFd<'_>,
+    initrd: Option<std::os::fd::BorrowedFd<'_>>,
+    cmdline: &CStr,
+    flags: u64,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (initrd_fd, flags) = match initrd {
+        Some(fd) => (fd.as_raw_fd(), flags),
+        None => (-1, flags | KEXEC_FILE_NO_INITRAMFS),
+    };
+    // The length the kernel expects includes the terminating NUL.
+    let cmdline_len = cmdline.to_bytes_with_nul().len();
+    // SAFETY: both fds are borrowed, so open for the whole call (or -1 with
+    // KEXEC_FILE_NO_INITRAMFS); `cmdline` is a live NUL-terminated buffer of
+    // exactly `cmdline_len` bytes, which the kernel only reads.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_kexec_file_load,
+            kernel.as_raw_fd(),
+            initrd_fd,
+            cmdline_len,
+            cmdline.as_ptr(),
+            flags,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// One segment for [`kexec_load`]: bytes to copy to physical address `mem`,
+/// zero-filled up to `memsz`.
+#[derive(Debug, Clone, Copy)]
+pub struct KexecSegment<'a> {
+    pub buf: &'a [u8],
+    pub mem: u64,
+    pub memsz: u64,
+}
+
+/// `struct kexec_segment` from `<linux/kexec.h>`.
+#[repr(C)]
+struct RawKexecSegment {
+    buf: *const std::ffi::c_void,
+    bufsz: usize,
+    mem: usize,
+    memsz: usize,
+}
+
+/// [kexec_load(2)](https://man7.org/linux/man-pages/man2/kexec_load.2.html):
+/// loads segments the caller built for the next boot, entered at `entry`
+/// (physical). The kernel copies every buffer during the call.
+pub fn kexec_load(entry: u64, segments: &[KexecSegment<'_>], flags: u64) -> io::Result<()> {
+    let too_big = || io::Error::from_raw_os_error(libc::EINVAL);
+    let raw = segments
+        .iter()
+        .map(|s| {
+            Ok(RawKexecSegment {
+                buf: s.buf.as_ptr().cast(),
+                bufsz: s.buf.len(),
+                mem: usize::try_from(s.mem).map_err(|_| too_big())?,
+                memsz: usize::try_from(s.memsz).map_err(|_| too_big())?,
+            })
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    let entry = usize::try_from(entry).map_err(|_| too_big())?;
+    // SAFETY: `raw` holds `raw.len()` initialised segments whose `buf`
+    // pointers borrow from `segments`, live for the whole call with exactly
+    // `bufsz` readable bytes; the kernel only reads them and copies the bytes
+    // before returning.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_kexec_load,
+            entry,
+            raw.len(),
+            raw.as_ptr(),
+            flags as libc::c_ulong,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
