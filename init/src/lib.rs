@@ -9,6 +9,7 @@ pub mod cmdline;
 pub mod early;
 pub mod event;
 pub mod fdt;
+pub mod kexec;
 #[macro_use]
 pub mod log;
 pub mod memfd;
