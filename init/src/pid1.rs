@@ -2,6 +2,7 @@
 //! logged as one human line, emitted as one event, and on failure turned into
 //! a [`Failure`] that the policy handles. Nothing here returns.
 
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use phase_initramfs::image::ImageInfo;
@@ -13,7 +14,7 @@ use crate::event::{self, Channel};
 use crate::plan::{self, BootPlan, Stage};
 use crate::policy::{self, Failure};
 use crate::sys::RebootCommand;
-use crate::{cmdline, early, error_chain, log, modules, reaper, sys};
+use crate::{cmdline, early, error_chain, kexec, log, modules, reaper, sys};
 
 /// How long the modules stage waits for the host to announce the event port.
 const EVENT_PORT_BUDGET: Duration = Duration::from_secs(3);
@@ -95,6 +96,10 @@ pub fn main() -> ! {
     ready(&plan, &image, &loaded);
     if plan.report {
         report();
+    }
+    #[cfg(feature = "test-hooks")]
+    if let Some(dir) = &plan.test_kexec {
+        test_kexec(&plan, dir);
     }
     policy::enter(Stage::Handoff);
     let what = if !plan.providers.is_empty() {
@@ -264,6 +269,88 @@ fn ready(plan: &BootPlan, image: &ImageInfo, loaded: &[modules::Loaded]) {
             "plan": plan,
         }),
     );
+}
+
+/// The next kernel for [`kexec_handoff`]: sealed memfds holding bytes that
+/// were verified, and the signed command line.
+pub struct NextKernel {
+    pub kernel: OwnedFd,
+    pub initrd: Option<OwnedFd>,
+    /// arm64 only; without one the running kernel's DTB is edited.
+    pub dtb: Option<OwnedFd>,
+    pub cmdline: String,
+}
+
+/// The kexec hand-off stage: loads the next kernel, emits the `handoff`
+/// stage event and a `kexec` event just before `reboot(2)`, and jumps.
+/// Never returns: a failure to load or to jump takes the failure policy,
+/// with nothing kexec'd.
+pub fn kexec_handoff(plan: &BootPlan, next: NextKernel) -> ! {
+    let loaded = run_stage(Stage::Handoff, Some(plan), || {
+        let loaded = kexec::load(next.kernel, next.initrd, next.dtb, &next.cmdline)
+            .map_err(|e| Failure::new(Stage::Handoff, error_chain(&e)))?;
+        let summary = loaded.summary();
+        let fields = json!({ "kexec": &loaded });
+        Ok(done(loaded, summary, fields))
+    });
+    info!("handoff: starting the next kernel");
+    event::emit(
+        "kexec",
+        json!({ "syscall": "reboot(LINUX_REBOOT_CMD_KEXEC)" }),
+    );
+    let error = kexec::execute(loaded);
+    policy::fail(Failure::new(Stage::Handoff, error_chain(&error)))
+}
+
+/// Test hook (`phase.test.kexec=DIR`): stands in for the fetch stage with
+/// files packed into the image. They go into sealed memfds the way fetched
+/// artifacts do, and the hand-off is the real one.
+#[cfg(feature = "test-hooks")]
+fn test_kexec(plan: &BootPlan, dir: &str) -> ! {
+    let next = run_stage(Stage::Fetch, Some(plan), || {
+        let fail =
+            |e: String| Failure::new(Stage::Fetch, format!("test hook phase.test.kexec: {e}"));
+        let dir = std::path::Path::new(dir);
+        let sealed = |name: &str| -> Result<Option<(OwnedFd, u64)>, Failure> {
+            let path = dir.join(name);
+            let file = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && name != "kernel" => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(fail(format!("{}: {e}", path.display()))),
+            };
+            let fd = crate::memfd::sealed_copy(name, file).map_err(|e| fail(error_chain(&e)))?;
+            let len = sys::fstat_size(&fd).map_err(|e| fail(format!("fstat {name}: {e}")))?;
+            Ok(Some((fd, len)))
+        };
+        let Some((kernel, kernel_len)) = sealed("kernel")? else {
+            return Err(fail("no kernel".into()));
+        };
+        let initrd = sealed("initrd")?;
+        let dtb = sealed("dtb")?;
+        let cmdline = std::fs::read_to_string(dir.join("cmdline"))
+            .map_err(|e| fail(format!("{}/cmdline: {e}", dir.display())))?;
+        let cmdline = cmdline.trim_end_matches('\n').to_owned();
+        let fields = json!({
+            "test_hook": dir,
+            "kernel": kernel_len,
+            "initrd": initrd.as_ref().map(|(_, len)| len),
+            "dtb": dtb.as_ref().map(|(_, len)| len),
+        });
+        let summary = format!(
+            "test hook: {} into sealed memfds (kernel {kernel_len} bytes)",
+            dir.display()
+        );
+        let next = NextKernel {
+            kernel,
+            initrd: initrd.map(|(fd, _)| fd),
+            dtb: dtb.map(|(fd, _)| fd),
+            cmdline,
+        };
+        Ok(done(next, summary, fields))
+    });
+    kexec_handoff(plan, next)
 }
 
 /// Report mode: say what booted and power off. The second stage of a netboot

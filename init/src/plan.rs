@@ -319,6 +319,11 @@ pub struct BootPlan {
     /// `phase.test.panic=STAGE` (test builds only): panic at the start of a stage.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_panic: Option<Stage>,
+    /// `phase.test.kexec=DIR` (test builds only): hand off to `DIR/kernel`
+    /// (+ `DIR/initrd`, `DIR/dtb`) with the command line in `DIR/cmdline`,
+    /// files packed into the image, instead of fetching.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_kexec: Option<String>,
 }
 
 fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -353,6 +358,7 @@ impl Default for BootPlan {
             report: false,
             quiet: false,
             test_panic: None,
+            test_kexec: None,
         }
     }
 }
@@ -395,6 +401,7 @@ const PHASE_KEYS: &[&str] = &[
     "phase.timeout",
     "phase.report",
     "phase.test.panic",
+    "phase.test.kexec",
 ];
 const RD_KEYS: &[&str] = &[
     "rd.neednet",
@@ -466,9 +473,16 @@ fn apply(out: &mut Parsed, param: &Param, test_hooks: bool) -> Result<(), String
                     .ok_or("expected a stage name")?,
             );
         }
-        "phase.test.panic" => out.warnings.push(Warning(
-            "phase.test.panic is honoured only by test builds of the init (ignored)".into(),
-        )),
+        "phase.test.kexec" if test_hooks => {
+            let value = required(value)?;
+            if !value.starts_with('/') {
+                return Err("expected an absolute path".into());
+            }
+            plan.test_kexec = Some(value.to_owned());
+        }
+        "phase.test.panic" | "phase.test.kexec" => out.warnings.push(Warning(format!(
+            "{name} is honoured only by test builds of the init (ignored)"
+        ))),
         "ip" => plan.ip = parse_ip(required(value)?)?,
         "rd.neednet" => plan.need_net = boolean(value)?,
         "rd.shell" => plan.shell = boolean(value)?,
@@ -519,7 +533,11 @@ fn validate(out: &mut Parsed) {
             reason: "private mode needs phase.provider=".into(),
         });
     }
-    if plan.providers.is_empty() && plan.root.is_none() && !plan.report && plan.mode != Mode::Local
+    if plan.providers.is_empty()
+        && plan.root.is_none()
+        && !plan.report
+        && plan.mode != Mode::Local
+        && plan.test_kexec.is_none()
     {
         out.warnings.push(Warning(
             "nothing to boot: give phase.provider= or root= (or phase.report)".into(),
@@ -1048,16 +1066,36 @@ mod tests {
 
     #[test]
     fn test_hook_keys_exist_only_in_test_builds() {
-        let params = split(b"phase.test.panic=modules phase.report");
+        let params = split(b"phase.test.panic=modules phase.test.kexec=/kexec phase.report");
         let release = parse(&params, false);
         assert_eq!(release.plan.test_panic, None);
+        assert_eq!(release.plan.test_kexec, None);
         assert_eq!(
-            release.warnings[0].0,
-            "phase.test.panic is honoured only by test builds of the init (ignored)"
+            release
+                .warnings
+                .iter()
+                .map(|w| w.0.as_str())
+                .collect::<Vec<_>>(),
+            [
+                "phase.test.panic is honoured only by test builds of the init (ignored)",
+                "phase.test.kexec is honoured only by test builds of the init (ignored)",
+            ]
         );
         let test = parse(&params, true);
         assert_eq!(test.plan.test_panic, Some(Stage::Modules));
+        assert_eq!(test.plan.test_kexec.as_deref(), Some("/kexec"));
         assert!(test.warnings.is_empty());
+        let relative = parse(&split(b"phase.test.kexec=kexec"), true);
+        assert_eq!(
+            relative.errors[0].to_string(),
+            "phase.test.kexec=kexec: expected an absolute path"
+        );
+        // With something to boot, there is no "nothing to boot" warning.
+        assert!(
+            parse(&split(b"phase.test.kexec=/k"), true)
+                .warnings
+                .is_empty()
+        );
     }
 
     #[test]
