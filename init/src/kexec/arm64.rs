@@ -770,6 +770,33 @@ mod tests {
     }
 
     #[test]
+    fn plans_what_the_guest_did() {
+        // The scenario's guest placed the Debian kernel (image_size
+        // 0x2010000) at 0x42400000 and its 77-page initrd right above; the
+        // same /proc/iomem gives the same plan here. QEMU's DTB has no
+        // reservations.
+        let free = iomem::free_ram(&iomem::parse(iomem::tests::VIRT).unwrap());
+        let mut dtb = Fdt::parse(&firmware_dtb()).unwrap();
+        dtb.reservations.clear();
+        let plan = plan(&Inputs {
+            kernel: &image(0x1000, 0x0201_0000),
+            initrd: Some(&vec![0; 0x4c001]),
+            dtb: &dtb.to_bytes(),
+            dtb_source: DtbSource::Firmware,
+            cmdline: c"x",
+            free,
+            page_size: 4096,
+            seeds: seeds(),
+        })
+        .unwrap();
+        let placed: Vec<(u64, u64)> = plan.segments.iter().map(|s| (s.mem, s.memsz)).collect();
+        assert_eq!(
+            placed[..2],
+            [(0x4240_0000, 0x0201_0000), (0x4441_0000, 0x4d000)]
+        );
+    }
+
+    #[test]
     fn without_an_initrd_the_old_range_is_dropped() {
         let plan = plan(&Inputs {
             kernel: &image(0x1000, 0x20_0000),

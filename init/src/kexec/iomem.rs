@@ -98,35 +98,57 @@ pub fn subtract(from: &[Region], taken: &[Region]) -> Vec<Region> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// From a QEMU `virt` guest with 512 MiB (cortex-a57, Debian 6.1).
-    const VIRT: &str = "\
+    /// Read in a QEMU `virt` guest (512 MiB, cortex-a57, Debian 6.1) by the
+    /// first stage of the kexec scenario, just before it placed segments.
+    pub(crate) const VIRT: &str = "\
 09000000-09000fff : pl011@9000000
-  09000000-09000fff : pl011@9000000
+  09000000-09000fff : 9000000.pl011 pl011@9000000
+09010000-09010fff : pl031@9010000
+  09010000-09010fff : rtc-pl031
+09030000-09030fff : pl061@9030000
+  09030000-09030fff : 9030000.pl061 pl061@9030000
+10000000-3efeffff : pcie@10000000
+  10000000-10000fff : 0000:00:01.0
 40000000-5fffffff : System RAM
-  40000000-400fffff : reserved
-  40210000-41a2ffff : Kernel code
-  41a30000-4239ffff : reserved
-  423a0000-428dffff : Kernel data
-  48000000-4a0fffff : reserved
-  5fe00000-5fffffff : reserved
+  40210000-4185ffff : Kernel code
+  41860000-41eaffff : reserved
+  41eb0000-4220ffff : Kernel data
+  48000000-4a07cfff : reserved
+  4a200000-4a2fffff : reserved
+  5b5c0000-5fdfffff : reserved
+  5fe2b000-5feabfff : reserved
+  5feac000-5fecafff : reserved
+  5fecd000-5fecefff : reserved
+  5fecf000-5fecffff : reserved
+  5fed0000-5fef3fff : reserved
+  5fef4000-5fefcfff : reserved
+  5fefd000-5fffffff : reserved
 4010000000-401fffffff : PCI ECAM
+8000000000-ffffffffff : pcie@10000000
+  8000000000-8000003fff : 0000:00:01.0
+    8000000000-8000003fff : virtio-pci-modern
 ";
 
     #[test]
     fn free_ram_leaves_out_what_is_nested() {
         let resources = parse(VIRT).unwrap();
-        assert_eq!(resources.len(), 10);
-        assert_eq!(resources[2].name, "System RAM");
-        assert_eq!(resources[2].region, Region::new(0x4000_0000, 0x6000_0000));
+        assert_eq!(resources.len(), 26);
+        assert_eq!(resources[8].name, "System RAM");
+        assert_eq!(resources[8].depth, 0);
+        assert_eq!(resources[8].region, Region::new(0x4000_0000, 0x6000_0000));
+        assert_eq!(resources[25].depth, 2);
         assert_eq!(
             free_ram(&resources),
             [
-                Region::new(0x4010_0000, 0x4021_0000),
-                Region::new(0x428e_0000, 0x4800_0000),
-                Region::new(0x4a10_0000, 0x5fe0_0000),
+                Region::new(0x4000_0000, 0x4021_0000),
+                Region::new(0x4221_0000, 0x4800_0000),
+                Region::new(0x4a07_d000, 0x4a20_0000),
+                Region::new(0x4a30_0000, 0x5b5c_0000),
+                Region::new(0x5fe0_0000, 0x5fe2_b000),
+                Region::new(0x5fec_b000, 0x5fec_d000),
             ]
         );
     }
