@@ -71,8 +71,30 @@ pub fn pack_initramfs(
     out: &Path,
 ) -> Result<PathBuf> {
     let spec_path = paths::root().join("initramfs").join(format!("{spec}.toml"));
-    let spec = Spec::load(&spec_path)?;
-    let mut named = BTreeMap::new();
+    pack_spec(
+        arch,
+        &spec_path,
+        init,
+        kernel,
+        BTreeMap::new(),
+        Compression::Zstd,
+        out,
+    )
+}
+
+/// Packs the spec at `spec_path` with the given init and further named
+/// inputs (`source = "@name"`), compressed with `compression`.
+pub fn pack_spec(
+    arch: Arch,
+    spec_path: &Path,
+    init: &Path,
+    kernel: &Kernel,
+    inputs: BTreeMap<String, PathBuf>,
+    compression: Compression,
+    out: &Path,
+) -> Result<PathBuf> {
+    let spec = Spec::load(spec_path)?;
+    let mut named = inputs;
     named.insert("init".to_owned(), init.to_owned());
     if spec
         .files
@@ -92,7 +114,7 @@ pub fn pack_initramfs(
         },
         build_time,
     )?;
-    let bytes = Compression::Zstd.compress(&built.archive.to_bytes(build_time)?)?;
+    let bytes = compression.compress(&built.archive.to_bytes(build_time)?)?;
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -168,6 +190,133 @@ pub fn bundle(arch: Arch, spec: &str, variant: Variant) -> Result<Bundle> {
             kernel,
             init,
             initrd,
+        })
+    })
+}
+
+/// The kernel a kexec scenario's first stage hands off to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NextKernel {
+    /// The Debian kernel as packaged (x86 bzImage, arm64 Image).
+    Debian,
+    /// The arm64 Image gzip-compressed, as `Image.gz`.
+    Gzip,
+    /// The Debian kernel with its format magic broken (x86 `HdrS`, arm64
+    /// `ARM\x64`), truncated to 1 MiB: no loader may accept it.
+    BadMagic,
+    /// The Debian kernel with one byte flipped in its middle: its signature
+    /// no longer verifies.
+    Tampered,
+}
+
+impl NextKernel {
+    fn name(self) -> &'static str {
+        match self {
+            NextKernel::Debian => "debian",
+            NextKernel::Gzip => "gzip",
+            NextKernel::BadMagic => "bad-magic",
+            NextKernel::Tampered => "tampered",
+        }
+    }
+}
+
+/// A first-stage image for the kexec scenarios.
+#[derive(Debug, Clone)]
+pub struct KexecBundle {
+    /// The Debian kernel and the first initramfs (test-hooks init), which
+    /// holds `/kexec/{kernel,initrd,cmdline}`.
+    pub first: Bundle,
+    /// The next kernel's command line, as packed in `/kexec/cmdline`.
+    pub cmdline: String,
+    /// A value unique to this process that appears only on the next
+    /// kernel's command line (`phase_marker=…`).
+    pub marker: String,
+}
+
+/// The kernel command line parameter that carries [`KexecBundle::marker`].
+pub const MARKER_KEY: &str = "phase_marker";
+
+fn marker() -> &'static str {
+    static MARKER: OnceLock<String> = OnceLock::new();
+    MARKER.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        format!("{:x}{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
+    })
+}
+
+/// Builds (once per process) the first stage of a kexec scenario: the
+/// netboot image with the test-hooks init, plus the next kernel, a second
+/// initramfs (the release netboot image, booted in report mode) and the next
+/// command line with a marker. Packed uncompressed: the guest unpacks it
+/// faster than it could inflate it under TCG.
+pub fn kexec_bundle(arch: Arch, next: NextKernel) -> Result<KexecBundle> {
+    static MEMO: Memo<(Arch, NextKernel), KexecBundle> = OnceLock::new();
+    once(&MEMO, (arch, next), || {
+        let kernel = kernel(arch)?;
+        let init = init(arch, Variant::TestHooks)?;
+        let second = bundle(arch, "netboot", Variant::Release)?;
+        let dir = paths::phase()
+            .join(arch.name())
+            .join(format!("kexec-{}", next.name()));
+        std::fs::create_dir_all(&dir)?;
+        let image = std::fs::read(&kernel.image)
+            .with_context(|| format!("reading {}", kernel.image.display()))?;
+        let next_image = match next {
+            NextKernel::Debian => image,
+            NextKernel::Gzip => Compression::Gzip.compress(&image)?,
+            NextKernel::BadMagic => {
+                // x86: "HdrS" at 0x202; arm64: "ARM\x64" at 0x38.
+                let at = match arch {
+                    Arch::X86_64 => 0x202,
+                    Arch::Aarch64 => 0x38,
+                };
+                let mut bad = image[..image.len().min(1 << 20)].to_vec();
+                bad[at] ^= 0xff;
+                bad
+            }
+            NextKernel::Tampered => {
+                let mut bad = image;
+                let middle = bad.len() / 2;
+                bad[middle] ^= 0x01;
+                bad
+            }
+        };
+        let kernel_path = dir.join("kernel");
+        std::fs::write(&kernel_path, &next_image)?;
+        let marker = marker().to_owned();
+        let cmdline = format!(
+            "console={} panic=-1 phase.report phase.onfail=poweroff {MARKER_KEY}={marker}",
+            arch.console()
+        );
+        let cmdline_path = dir.join("cmdline");
+        std::fs::write(&cmdline_path, format!("{cmdline}\n"))?;
+        let inputs = BTreeMap::from([
+            ("kexec-kernel".to_owned(), kernel_path),
+            ("kexec-initrd".to_owned(), second.initrd.clone()),
+            ("kexec-cmdline".to_owned(), cmdline_path),
+        ]);
+        let out = dir.join("first.cpio");
+        let initrd = pack_spec(
+            arch,
+            &paths::root().join("tests/initramfs/kexec.toml"),
+            &init,
+            &kernel,
+            inputs,
+            Compression::None,
+            &out,
+        )?;
+        Ok(KexecBundle {
+            first: Bundle {
+                arch,
+                kernel,
+                init,
+                initrd,
+            },
+            cmdline,
+            marker,
         })
     })
 }

@@ -203,7 +203,8 @@ impl VmSpec {
 }
 
 enum Msg {
-    Console(String),
+    /// A console line and when the harness read it.
+    Console(String, Instant),
     Event(Value),
     ConsoleClosed,
 }
@@ -214,6 +215,8 @@ pub struct Vm {
     child: Child,
     rx: Receiver<Msg>,
     console: Vec<String>,
+    /// When each console line arrived, since QEMU started.
+    console_at: Vec<Duration>,
     events: Vec<Value>,
     /// Index of the first event no wait has consumed yet.
     cursor: usize,
@@ -262,6 +265,7 @@ impl Vm {
             child,
             rx,
             console: Vec::new(),
+            console_at: Vec::new(),
             events: Vec::new(),
             cursor: 0,
             exited: None,
@@ -292,6 +296,30 @@ impl Vm {
 
     pub fn console_contains(&self, needle: &str) -> bool {
         self.console.iter().any(|l| l.contains(needle))
+    }
+
+    /// The first console line at index `from` or later that contains
+    /// `needle`: its index and when it arrived (since QEMU started). For
+    /// measuring wall time between things only the console shows, such as a
+    /// second kernel's first line after a kexec.
+    pub fn console_find(&self, from: usize, needle: &str) -> Option<(usize, Duration)> {
+        self.console
+            .iter()
+            .enumerate()
+            .skip(from)
+            .find(|(_, l)| l.contains(needle))
+            .map(|(i, _)| (i, self.console_at[i]))
+    }
+
+    /// How many console lines contain `needle`.
+    pub fn console_count(&self, needle: &str) -> usize {
+        self.console.iter().filter(|l| l.contains(needle)).count()
+    }
+
+    fn push_console(&mut self, line: String, at: Instant) {
+        self.console.push(line);
+        self.console_at
+            .push(at.saturating_duration_since(self.started));
     }
 
     /// Waits for the next event of `kind` (events before it are passed over
@@ -355,17 +383,17 @@ impl Vm {
     fn pump(&mut self, deadline: Instant, what: &str) -> Result<()> {
         let left = deadline.saturating_duration_since(Instant::now());
         match self.rx.recv_timeout(left) {
-            Ok(Msg::Console(line)) => {
+            Ok(Msg::Console(line, at)) => {
                 let panicked = line.contains("Kernel panic - not syncing");
-                self.console.push(line);
+                self.push_console(line, at);
                 if panicked {
                     // Let the panic's own lines arrive before reporting.
                     let settle = Instant::now() + Duration::from_millis(500);
-                    while let Ok(Msg::Console(more)) = self
+                    while let Ok(Msg::Console(more, at)) = self
                         .rx
                         .recv_timeout(settle.saturating_duration_since(Instant::now()))
                     {
-                        self.console.push(more);
+                        self.push_console(more, at);
                     }
                     return Err(self.failure(&format!(
                         "the guest kernel panicked while waiting for {what}"
@@ -393,7 +421,7 @@ impl Vm {
         // Drain what the readers still hold.
         while let Ok(msg) = self.rx.try_recv() {
             match msg {
-                Msg::Console(line) => self.console.push(line),
+                Msg::Console(line, at) => self.push_console(line, at),
                 Msg::Event(event) => self.events.push(event),
                 Msg::ConsoleClosed => {}
             }
@@ -470,7 +498,7 @@ fn spawn_console_reader(
             {
                 let _ = tx.send(Msg::Event(event));
             }
-            if tx.send(Msg::Console(line)).is_err() {
+            if tx.send(Msg::Console(line, Instant::now())).is_err() {
                 return;
             }
         }
@@ -494,9 +522,10 @@ fn spawn_event_reader(listener: UnixListener, tx: Sender<Msg>) {
                     }
                 }
                 Err(e) => {
-                    let _ = tx.send(Msg::Console(format!(
-                        "harness: unparsable event line {line:?}: {e}"
-                    )));
+                    let _ = tx.send(Msg::Console(
+                        format!("harness: unparsable event line {line:?}: {e}"),
+                        Instant::now(),
+                    ));
                 }
             }
         }
