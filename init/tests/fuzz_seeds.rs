@@ -23,3 +23,14 @@ fn cmdline_corpus_parses_without_panic() {
         let _ = phase_init::plan::parse(&params, true);
     }
 }
+
+#[test]
+fn fdt_corpus_goes_through_the_dtb_path_without_panic() {
+    let inputs = corpus("fdt");
+    // The committed seeds include real blobs, which must be accepted.
+    let accepted = inputs
+        .iter()
+        .filter(|i| phase_init::kexec::arm64::check_dtb_path(i))
+        .count();
+    assert!(accepted >= 3, "only {accepted} seeds parsed");
+}

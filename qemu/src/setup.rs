@@ -34,6 +34,14 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "referee: bsdtar reads back our archives",
     ),
     ("zstd", "decompresses images for inspection"),
+    (
+        "device-tree-compiler",
+        "referee: dtc reads back the DTBs the init writes",
+    ),
+    (
+        "binutils-aarch64-linux-gnu",
+        "referee: objdump disassembles the arm64 purgatory",
+    ),
     ("file", "checks that the init is static"),
     ("busybox-static", "the shell in debug images"),
     ("util-linux", "unshare, for the PID 1 reaper test"),

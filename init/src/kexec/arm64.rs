@@ -511,6 +511,61 @@ pub fn load(
     })
 }
 
+/// The whole DTB path for one untrusted blob, as the fuzz target and the
+/// corpus replay run it: parse; if that succeeds, the tree must write back
+/// and read as itself, and the hand-off's planning (edit `/chosen`, write,
+/// place) must succeed on it. Returns whether the blob parsed. Panics only
+/// on a broken invariant, which is what the fuzzer looks for.
+pub fn check_dtb_path(blob: &[u8]) -> bool {
+    let Ok(fdt) = Fdt::parse(blob) else {
+        return false;
+    };
+    let written = fdt.to_bytes();
+    // A blob near the limit may grow when shared string suffixes are
+    // written out in full; such a tree cannot be handed off anyway.
+    if written.len() <= MAX_DTB_SIZE {
+        assert_eq!(
+            Fdt::parse(&written).as_ref(),
+            Ok(&fdt),
+            "written tree reads back differently"
+        );
+    }
+    let mut kernel = vec![0u8; 4096];
+    kernel[16..24].copy_from_slice(&0x20_0000u64.to_le_bytes());
+    kernel[24..32].copy_from_slice(&0xau64.to_le_bytes());
+    kernel[56..60].copy_from_slice(b"ARMd");
+    let planned = plan(&Inputs {
+        kernel: &kernel,
+        initrd: Some(&[0; 100]),
+        dtb: blob,
+        dtb_source: DtbSource::Given,
+        cmdline: c"console=ttyAMA0",
+        free: vec![Region::new(0x4000_0000, 0x6000_0000)],
+        page_size: 4096,
+        seeds: Seeds {
+            kaslr: [1; 8],
+            rng: [2; RNG_SEED_LEN],
+        },
+    });
+    match planned {
+        Ok(p) => {
+            let dtb = p.segments.iter().find_map(|s| match (&s.name, &s.bytes) {
+                (&"dtb", SegmentBytes::Owned(b)) => Some(b),
+                _ => None,
+            });
+            let edited = dtb.map(|b| Fdt::parse(b));
+            assert!(
+                matches!(edited, Some(Ok(_))),
+                "the edited DTB does not parse"
+            );
+        }
+        // Reservations may cover all of RAM, or the edit may pass 2 MiB.
+        Err(KexecError::Place { .. } | KexecError::DtbTooLarge { .. }) => {}
+        Err(e) => panic!("planning a valid DTB failed: {e}"),
+    }
+    true
+}
+
 /// `kernel 0x40200000+0x2010000, dtb …` for error messages.
 pub fn describe(segments: &[Segment]) -> String {
     segments
@@ -794,6 +849,50 @@ mod tests {
             placed[..2],
             [(0x4240_0000, 0x0201_0000), (0x4441_0000, 0x4d000)]
         );
+    }
+
+    /// QEMU's `virt` blob as the running kernel leaves it in
+    /// /sys/firmware/fdt: rng-seed overwritten with NOP tokens, kaslr-seed
+    /// zeroed (a committed fuzz seed).
+    #[test]
+    fn the_booted_firmware_blob_gets_fresh_seeds() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fuzz/corpus/fdt/qemu-virt-as-booted.dtb"
+        );
+        let blob = std::fs::read(path).unwrap();
+        let before = Fdt::parse(&blob).unwrap();
+        let chosen = before.root.child("chosen").unwrap();
+        assert_eq!(chosen.property("kaslr-seed"), Some(&[0u8; 8][..]));
+        assert_eq!(chosen.property("rng-seed"), None);
+        let plan = plan(&Inputs {
+            kernel: &image(0x1000, 0x20_0000),
+            initrd: None,
+            dtb: &blob,
+            dtb_source: DtbSource::Firmware,
+            cmdline: c"console=ttyAMA0",
+            free: vec![Region::new(0x4000_0000, 0x6000_0000)],
+            page_size: 4096,
+            seeds: seeds(),
+        })
+        .unwrap();
+        let SegmentBytes::Owned(out) = &plan.segments[1].bytes else {
+            panic!()
+        };
+        let after = Fdt::parse(out).unwrap();
+        let chosen = after.root.child("chosen").unwrap();
+        assert_eq!(chosen.property("kaslr-seed"), Some(&[0x11; 8][..]));
+        assert_eq!(chosen.property("rng-seed"), Some(&[0x22; RNG_SEED_LEN][..]));
+        assert_eq!(
+            chosen.property("stdout-path"),
+            Some(&b"/pl011@9000000\0"[..])
+        );
+        // Everything outside /chosen is untouched.
+        let strip = |mut f: Fdt| {
+            f.root.children.retain(|c| c.name != "chosen");
+            f
+        };
+        assert_eq!(strip(after), strip(before));
     }
 
     #[test]
