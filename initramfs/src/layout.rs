@@ -20,3 +20,5 @@ pub const EVENT_PORT_NAME: &str = "phase.events";
 /// JSON): trusted keys, threshold, version floor, maximum forward jump and
 /// time floor. Only the image sets it; nothing on the cmdline or from DHCP can.
 pub const TRUST_STORE: &str = "/etc/phase/trust.json";
+/// PEM certificates HTTPS trusts: a CA bundle, or one pinned CA.
+pub const CA_BUNDLE: &str = "/etc/phase/ca.pem";
