@@ -118,7 +118,8 @@ fn bad_trust_inputs_are_named() {
     std::fs::write(&garbage, "not a key").unwrap();
     let no_cert = keys.path().join("empty.pem");
     std::fs::write(&no_cert, "nothing here").unwrap();
-    let table: &[(&str, &[(&str, PathBuf)], &str)] = &[
+    type Case<'a> = (&'a str, &'a [(&'a str, PathBuf)], &'a str);
+    let table: &[Case<'_>] = &[
         (
             "[trust]\nkeys = [\"@a\"]\n",
             &[],
