@@ -6,6 +6,7 @@
 
 pub mod compress;
 pub mod cpio;
+pub mod fat;
 pub mod initramfs;
 pub mod kmod;
 pub mod spec;
