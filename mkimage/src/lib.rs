@@ -4,12 +4,19 @@
 //! time (`SOURCE_DATE_EPOCH`), so the same inputs give bit-identical images.
 #![forbid(unsafe_code)]
 
+pub mod arch;
 pub mod compress;
 pub mod cpio;
+pub mod esp;
 pub mod fat;
+pub mod gpt;
 pub mod initramfs;
 pub mod kmod;
+pub mod menu;
+pub mod profile;
+pub mod sources;
 pub mod spec;
+pub mod uki;
 
 /// The build time: `SOURCE_DATE_EPOCH` when set (reproducible builds), else now.
 pub fn build_time() -> Result<u64, String> {
