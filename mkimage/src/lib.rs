@@ -16,7 +16,9 @@ pub mod menu;
 pub mod profile;
 pub mod sources;
 pub mod spec;
+pub mod syslinux;
 pub mod uki;
+pub mod usb;
 
 /// The build time: `SOURCE_DATE_EPOCH` when set (reproducible builds), else now.
 pub fn build_time() -> Result<u64, String> {

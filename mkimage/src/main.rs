@@ -40,6 +40,66 @@ enum Command {
     Uki(UkiArgs),
     /// Write an EFI system partition image (FAT) that boots the kernel(s).
     Esp(EspArgs),
+    /// Write a hybrid USB disk image (GPT + ESP, syslinux for BIOS) for dd.
+    Usb(UsbArgs),
+}
+
+/// Where the BIOS boot loaders come from.
+#[derive(clap::Args)]
+struct BiosArgs {
+    /// The syslinux installer that carries ldlinux.sys (Debian: /usr/bin/syslinux).
+    #[arg(long, default_value = "/usr/bin/syslinux")]
+    syslinux: PathBuf,
+    /// COM32 modules for the BIOS menu (menu.c32 and its libraries).
+    #[arg(long, default_value = "/usr/lib/syslinux/modules/bios")]
+    syslinux_modules: PathBuf,
+    /// Use syslinux's built-in prompt instead of menu.c32.
+    #[arg(long)]
+    no_menu_module: bool,
+    /// MBR boot code (default: syslinux's gptmbr.bin, or mbr.bin with --hybrid-mbr).
+    #[arg(long)]
+    mbr_code: Option<PathBuf>,
+    /// isolinux.bin for ISO images.
+    #[arg(long, default_value = "/usr/lib/ISOLINUX/isolinux.bin")]
+    isolinux: PathBuf,
+    /// The isohybrid MBR code for ISO images.
+    #[arg(long, default_value = "/usr/lib/ISOLINUX/isohdpfx.bin")]
+    isohdpfx: PathBuf,
+}
+
+impl BiosArgs {
+    fn sources(&self) -> mkimage::sources::BiosSources {
+        mkimage::sources::BiosSources {
+            syslinux: self.syslinux.clone(),
+            modules: (!self.no_menu_module).then(|| self.syslinux_modules.clone()),
+            mbr_code: self.mbr_code.clone(),
+            isolinux: self.isolinux.clone(),
+            isohdpfx: self.isohdpfx.clone(),
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct UsbArgs {
+    #[command(flatten)]
+    boot: BootArgs,
+    #[command(flatten)]
+    bios: BiosArgs,
+    /// Disk size (e.g. 1G); default: the content plus --free, to the next MiB.
+    #[arg(long, value_parser = parse_size)]
+    size: Option<u64>,
+    /// Free space to leave on the system partition when sizing automatically.
+    #[arg(long, value_parser = parse_size, default_value = "0")]
+    free: u64,
+    /// Force FAT12, FAT16 or FAT32 (12, 16, 32).
+    #[arg(long, value_parser = parse_fat)]
+    fat: Option<FatType>,
+    /// A hybrid MBR (the ESP also as an active MBR partition) for BIOSes
+    /// that only boot an active partition.
+    #[arg(long)]
+    hybrid_mbr: bool,
+    #[arg(long, short)]
+    out: PathBuf,
 }
 
 /// What every bootable image is made of.
@@ -221,7 +281,49 @@ fn run(cli: Cli) -> Result<()> {
         Command::Cpio(args) => cpio(args, cli.json),
         Command::Uki(args) => uki_cmd(args, cli.json),
         Command::Esp(args) => esp(args, cli.json),
+        Command::Usb(args) => usb(args, cli.json),
     }
+}
+
+fn usb_image(args: &UsbArgs, build_time: u64) -> Result<(BootSet, mkimage::usb::UsbImage)> {
+    let boot = args.boot.load(build_time)?;
+    let bios = args.bios.sources().usb(args.hybrid_mbr)?;
+    let image = mkimage::usb::build(
+        &boot,
+        &bios,
+        &mkimage::usb::UsbOptions {
+            size: args.size,
+            free: args.free,
+            fat_type: args.fat,
+            hybrid: args.hybrid_mbr,
+            seed: seed("usb", build_time, &boot),
+            time: build_time,
+        },
+    )?;
+    Ok((boot, image))
+}
+
+fn usb(args: UsbArgs, json: bool) -> Result<()> {
+    let build_time = mkimage::build_time().map_err(anyhow::Error::msg)?;
+    let (boot, image) = usb_image(&args, build_time)?;
+    write_output(&args.out, &image.bytes, json)?;
+    report(
+        json,
+        serde_json::json!({
+            "format": "usb",
+            "out": args.out,
+            "bytes": image.bytes.len(),
+            "arch": boot.arch.to_string(),
+            "profile": args.boot.profile.to_string(),
+            "fat": image.fat_type.bits(),
+            "esp_offset": image.esp_offset,
+            "esp_bytes": image.esp_len,
+            "mbr": if args.hybrid_mbr { "hybrid" } else { "protective" },
+            "entries": boot.menu.entries.len(),
+            "build_time": build_time,
+        }),
+    );
+    Ok(())
 }
 
 /// Inputs and outputs past this size get a progress bar (on a terminal).

@@ -247,3 +247,118 @@ fn collect_dtbs(
     }
     Ok(())
 }
+
+/// Where the BIOS boot pieces come from (Debian's syslinux, syslinux-common
+/// and isolinux packages by default).
+#[derive(Debug, Clone)]
+pub struct BiosSources {
+    /// The syslinux installer, which carries ldlinux.sys and its boot sector.
+    pub syslinux: PathBuf,
+    /// Directory of COM32 modules (menu.c32, libutil.c32, libcom32.c32,
+    /// ldlinux.c32); `None` uses the built-in prompt instead of a menu.
+    pub modules: Option<PathBuf>,
+    /// MBR boot code; default gptmbr.bin, or mbr.bin for a hybrid MBR.
+    pub mbr_code: Option<PathBuf>,
+    pub isolinux: PathBuf,
+    pub isohdpfx: PathBuf,
+}
+
+impl Default for BiosSources {
+    fn default() -> Self {
+        Self {
+            syslinux: PathBuf::from("/usr/bin/syslinux"),
+            modules: Some(PathBuf::from("/usr/lib/syslinux/modules/bios")),
+            mbr_code: None,
+            isolinux: PathBuf::from("/usr/lib/ISOLINUX/isolinux.bin"),
+            isohdpfx: PathBuf::from("/usr/lib/ISOLINUX/isohdpfx.bin"),
+        }
+    }
+}
+
+/// The COM32 modules the syslinux menu needs, besides ldlinux.c32.
+pub const MENU_MODULES: [&str; 3] = ["menu.c32", "libutil.c32", "libcom32.c32"];
+
+#[derive(Debug, Error)]
+pub enum BiosError {
+    #[error("reading the {what} {} (install Debian's {package}, or pass {flag})", path.display())]
+    Read {
+        what: &'static str,
+        package: &'static str,
+        flag: &'static str,
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("{}", path.display())]
+    Syslinux {
+        path: PathBuf,
+        #[source]
+        error: crate::syslinux::SyslinuxError,
+    },
+}
+
+impl BiosSources {
+    fn read(
+        what: &'static str,
+        package: &'static str,
+        flag: &'static str,
+        path: &Path,
+    ) -> Result<Vec<u8>, BiosError> {
+        std::fs::read(path).map_err(|error| BiosError::Read {
+            what,
+            package,
+            flag,
+            path: path.to_owned(),
+            error,
+        })
+    }
+
+    /// The menu modules, or none when no module directory is given.
+    pub fn menu_modules(&self) -> Result<Vec<(String, Vec<u8>)>, BiosError> {
+        let Some(dir) = &self.modules else {
+            return Ok(Vec::new());
+        };
+        MENU_MODULES
+            .iter()
+            .map(|m| {
+                Self::read(
+                    "syslinux menu module",
+                    "syslinux-common",
+                    "--syslinux-modules DIR",
+                    &dir.join(m),
+                )
+                .map(|b| ((*m).to_owned(), b))
+            })
+            .collect()
+    }
+
+    /// What the USB image needs.
+    pub fn usb(&self, hybrid: bool) -> Result<crate::usb::Bios, BiosError> {
+        let installer = Self::read(
+            "syslinux installer",
+            "syslinux",
+            "--syslinux PATH",
+            &self.syslinux,
+        )?;
+        let syslinux = crate::syslinux::Syslinux::from_installer(
+            &installer,
+            &self.syslinux.display().to_string(),
+        )
+        .map_err(|error| BiosError::Syslinux {
+            path: self.syslinux.clone(),
+            error,
+        })?;
+        let mbr = self.mbr_code.clone().unwrap_or_else(|| {
+            PathBuf::from(if hybrid {
+                "/usr/lib/syslinux/mbr/mbr.bin"
+            } else {
+                "/usr/lib/syslinux/mbr/gptmbr.bin"
+            })
+        });
+        Ok(crate::usb::Bios {
+            syslinux,
+            modules: self.menu_modules()?,
+            mbr_code: Self::read("MBR boot code", "syslinux-common", "--mbr-code PATH", &mbr)?,
+        })
+    }
+}
