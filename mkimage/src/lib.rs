@@ -5,12 +5,14 @@
 #![forbid(unsafe_code)]
 
 pub mod arch;
+pub mod cdrom;
 pub mod compress;
 pub mod cpio;
 pub mod esp;
 pub mod fat;
 pub mod gpt;
 pub mod initramfs;
+pub mod iso9660;
 pub mod kmod;
 pub mod menu;
 pub mod profile;

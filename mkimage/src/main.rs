@@ -42,6 +42,18 @@ enum Command {
     Esp(EspArgs),
     /// Write a hybrid USB disk image (GPT + ESP, syslinux for BIOS) for dd.
     Usb(UsbArgs),
+    /// Write a bootable ISO9660 image (El Torito BIOS + UEFI, isohybrid).
+    Iso(IsoArgs),
+}
+
+#[derive(clap::Args)]
+struct IsoArgs {
+    #[command(flatten)]
+    boot: BootArgs,
+    #[command(flatten)]
+    bios: BiosArgs,
+    #[arg(long, short)]
+    out: PathBuf,
 }
 
 /// Where the BIOS boot loaders come from.
@@ -282,7 +294,40 @@ fn run(cli: Cli) -> Result<()> {
         Command::Uki(args) => uki_cmd(args, cli.json),
         Command::Esp(args) => esp(args, cli.json),
         Command::Usb(args) => usb(args, cli.json),
+        Command::Iso(args) => iso(args, cli.json),
     }
+}
+
+fn iso(args: IsoArgs, json: bool) -> Result<()> {
+    let build_time = mkimage::build_time().map_err(anyhow::Error::msg)?;
+    let boot = args.boot.load(build_time)?;
+    let bios = match boot.arch {
+        Arch::X86_64 => Some(args.bios.sources().iso()?),
+        Arch::Aarch64 => None,
+    };
+    let image = mkimage::cdrom::build(
+        &boot,
+        bios.as_ref(),
+        &mkimage::cdrom::CdromOptions {
+            seed: seed("iso", build_time, &boot),
+            time: build_time,
+        },
+    )?;
+    write_output(&args.out, &image.bytes, json)?;
+    report(
+        json,
+        serde_json::json!({
+            "format": "iso",
+            "out": args.out,
+            "bytes": image.bytes.len(),
+            "arch": boot.arch.to_string(),
+            "profile": args.boot.profile.to_string(),
+            "bios": bios.is_some(),
+            "entries": boot.menu.entries.len(),
+            "build_time": build_time,
+        }),
+    );
+    Ok(())
 }
 
 fn usb_image(args: &UsbArgs, build_time: u64) -> Result<(BootSet, mkimage::usb::UsbImage)> {

@@ -362,3 +362,35 @@ impl BiosSources {
         })
     }
 }
+
+impl BiosSources {
+    /// What an x86_64 ISO needs: isolinux.bin, isohdpfx.bin, and
+    /// ldlinux.c32 with the menu modules from the module directory.
+    pub fn iso(&self) -> Result<crate::cdrom::IsoBios, BiosError> {
+        let modules_dir = self
+            .modules
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/usr/lib/syslinux/modules/bios"));
+        Ok(crate::cdrom::IsoBios {
+            isolinux: Self::read(
+                "isolinux.bin",
+                "isolinux",
+                "--isolinux PATH",
+                &self.isolinux,
+            )?,
+            ldlinux_c32: Self::read(
+                "ldlinux.c32",
+                "syslinux-common",
+                "--syslinux-modules DIR",
+                &modules_dir.join("ldlinux.c32"),
+            )?,
+            modules: self.menu_modules()?,
+            isohdpfx: Self::read(
+                "isohybrid MBR code",
+                "isolinux",
+                "--isohdpfx PATH",
+                &self.isohdpfx,
+            )?,
+        })
+    }
+}
