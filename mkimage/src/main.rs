@@ -332,10 +332,13 @@ fn iso(args: IsoArgs, json: bool) -> Result<()> {
 
 fn usb_image(args: &UsbArgs, build_time: u64) -> Result<(BootSet, mkimage::usb::UsbImage)> {
     let boot = args.boot.load(build_time)?;
-    let bios = args.bios.sources().usb(args.hybrid_mbr)?;
+    let bios = match boot.arch {
+        Arch::X86_64 => Some(args.bios.sources().usb(args.hybrid_mbr)?),
+        Arch::Aarch64 => None,
+    };
     let image = mkimage::usb::build(
         &boot,
-        &bios,
+        bios.as_ref(),
         &mkimage::usb::UsbOptions {
             size: args.size,
             free: args.free,

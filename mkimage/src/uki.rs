@@ -166,6 +166,9 @@ pub fn pe_checksum(b: &[u8], checksum_at: usize) -> u32 {
     (sum as u32).wrapping_add(b.len() as u32)
 }
 
+/// `nop` in AArch64 (0xD503201F), little-endian.
+const AARCH64_NOP: [u8; 4] = [0x1F, 0x20, 0x03, 0xD5];
+
 /// Characteristics of the appended sections: initialized, read-only data.
 pub const DATA_RO: u32 = 0x4000_0040;
 
@@ -248,12 +251,18 @@ pub fn build(parts: &Parts<'_>) -> Result<Uki, UkiError> {
             needed: new.len(),
         });
     }
-    // The header area past the table must be zero, or it holds something
-    // (a signature, say) that new headers would overwrite.
-    if parts.stub[table_end..table_end + 40 * new.len()]
-        .iter()
-        .any(|&b| b != 0)
-    {
+    // The header area past the table must be padding — zeros, or the
+    // AArch64 NOPs gnu-efi's hand-written arm64 header is padded with — and
+    // not hold the entry point; anything else (a signature, say) would be
+    // overwritten by the new headers.
+    let room_bytes = &parts.stub[table_end..table_end + 40 * new.len()];
+    let padding = room_bytes.iter().all(|&b| b == 0)
+        || (arch == Arch::Aarch64
+            && room_bytes
+                .chunks(4)
+                .all(|w| w == AARCH64_NOP.get(..w.len()).unwrap_or(&[])));
+    let entry = u32_at(parts.stub, stub.opt + 16).unwrap_or(0) as usize;
+    if !padding || (table_end..table_end + 40 * new.len()).contains(&entry) {
         return Err(UkiError::NoHeaderRoom {
             room: 0,
             needed: new.len(),
@@ -299,6 +308,7 @@ pub fn build(parts: &Parts<'_>) -> Result<Uki, UkiError> {
             characteristics: DATA_RO,
         };
         let h = &mut out[table_end + 40 * i..table_end + 40 * (i + 1)];
+        h.fill(0); // over the padding
         h[..name.len()].copy_from_slice(name.as_bytes()); // Name, NUL-padded
         h[8..12].copy_from_slice(&s.virtual_size.to_le_bytes()); // VirtualSize
         h[12..16].copy_from_slice(&s.virtual_address.to_le_bytes()); // VirtualAddress
@@ -437,6 +447,33 @@ mod tests {
             0x40, 0x00, 0x00, 0x40,                   // initialized data, readable
         ];
         assert_eq!(&uki.bytes[at..at + 40], &want);
+    }
+
+    #[test]
+    fn arm64_nop_padding_is_replaced_cleanly() {
+        // gnu-efi's arm64 header pads with NOPs up to the first section.
+        let mut stub = tiny_pe(0xAA64, 0x1000);
+        for w in stub[0xE0..0x200].chunks_mut(4) {
+            w.copy_from_slice(&AARCH64_NOP);
+        }
+        let mut kernel = tiny_pe(0xAA64, 0x1000);
+        kernel[0x38..0x3C].copy_from_slice(b"ARM\x64");
+        let uki = build(&Parts {
+            stub: &stub,
+            kernel: &kernel,
+            initrd: &[1],
+            cmdline: None,
+            osrel: "ID=phase\n",
+            uname: None,
+            dtb: Some(&[0xD0, 0x0D, 0xFE, 0xED]),
+        })
+        .unwrap();
+        let pe = Pe::parse(&uki.bytes, "uki").unwrap();
+        let names: Vec<&str> = pe.sections.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, [".text", ".osrel", ".dtb", ".linux", ".initrd"]);
+        let dtb = 0xE0 + 40; // the second new header
+        assert_eq!(&uki.bytes[dtb..dtb + 8], b".dtb\0\0\0\0");
+        assert_eq!(&uki.bytes[dtb + 24..dtb + 36], &[0; 12]);
     }
 
     #[test]

@@ -80,10 +80,14 @@ pub struct UsbImage {
 /// Where syslinux lives on the ESP.
 pub const SYSLINUX_DIR: &str = "syslinux";
 
-/// The files of a system partition that boots on both firmware kinds.
-pub fn files(boot: &BootSet, bios: &Bios) -> Result<Files, UsbError> {
+/// The files of a system partition that boots on both firmware kinds (or
+/// on UEFI alone, without `bios`).
+pub fn files(boot: &BootSet, bios: Option<&Bios>) -> Result<Files, UsbError> {
     let mut files = Files::new();
     boot.add_uefi(&mut files)?;
+    let Some(bios) = bios else {
+        return Ok(files);
+    };
     let fat = |e| UsbError::Esp(EspError::Fat(e));
     for (path, data) in boot.bios_files() {
         files.add(&path, data.to_vec()).map_err(fat)?;
@@ -111,7 +115,8 @@ pub fn files(boot: &BootSet, bios: &Bios) -> Result<Files, UsbError> {
     Ok(files)
 }
 
-pub fn build(boot: &BootSet, bios: &Bios, opts: &UsbOptions) -> Result<UsbImage, UsbError> {
+/// Writes the disk; `bios` is `None` for a UEFI-only (aarch64) disk.
+pub fn build(boot: &BootSet, bios: Option<&Bios>, opts: &UsbOptions) -> Result<UsbImage, UsbError> {
     let files = files(boot, bios)?;
     let overhead = (PART_START + 1 + gpt::ARRAY_SECTORS) * SECTOR;
     let fat_size = match opts.size {
@@ -150,10 +155,12 @@ pub fn build(boot: &BootSet, bios: &Bios, opts: &UsbOptions) -> Result<UsbImage,
         },
         (e, _) => UsbError::Fat(e),
     })?;
-    let ldlinux = volume.files[&format!("{SYSLINUX_DIR}/ldlinux.sys")];
-    bios.syslinux
-        .install(&mut volume.bytes, ldlinux, &format!("/{SYSLINUX_DIR}"))
-        .map_err(UsbError::Syslinux)?;
+    if let Some(bios) = bios {
+        let ldlinux = volume.files[&format!("{SYSLINUX_DIR}/ldlinux.sys")];
+        bios.syslinux
+            .install(&mut volume.bytes, ldlinux, &format!("/{SYSLINUX_DIR}"))
+            .map_err(UsbError::Syslinux)?;
+    }
 
     let esp_sectors = volume.bytes.len() as u64 / SECTOR;
     let disk_sectors = match opts.size {
@@ -183,7 +190,7 @@ pub fn build(boot: &BootSet, bios: &Bios, opts: &UsbOptions) -> Result<UsbImage,
         } else {
             Mbr::Protective
         },
-        boot_code: bios.mbr_code.clone(),
+        boot_code: bios.map(|b| b.mbr_code.clone()).unwrap_or_default(),
         disk_signature: {
             let g = Guid::derive(&[&opts.seed[..], b" mbr"].concat()).0;
             u32::from_le_bytes([g[0], g[1], g[2], g[3]])
