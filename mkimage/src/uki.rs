@@ -453,7 +453,7 @@ mod tests {
     fn arm64_nop_padding_is_replaced_cleanly() {
         // gnu-efi's arm64 header pads with NOPs up to the first section.
         let mut stub = tiny_pe(0xAA64, 0x1000);
-        for w in stub[0xE0..0x200].chunks_mut(4) {
+        for w in stub[0xF0..0x200].chunks_mut(4) {
             w.copy_from_slice(&AARCH64_NOP);
         }
         let mut kernel = tiny_pe(0xAA64, 0x1000);
@@ -471,7 +471,7 @@ mod tests {
         let pe = Pe::parse(&uki.bytes, "uki").unwrap();
         let names: Vec<&str> = pe.sections.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, [".text", ".osrel", ".dtb", ".linux", ".initrd"]);
-        let dtb = 0xE0 + 40; // the second new header
+        let dtb = 0xF0 + 40; // the second new header, after .text and .osrel
         assert_eq!(&uki.bytes[dtb..dtb + 8], b".dtb\0\0\0\0");
         assert_eq!(&uki.bytes[dtb + 24..dtb + 36], &[0; 12]);
     }
