@@ -16,6 +16,7 @@ pub mod iso9660;
 pub mod kmod;
 pub mod menu;
 pub mod profile;
+pub mod qcow2;
 pub mod sources;
 pub mod spec;
 pub mod syslinux;

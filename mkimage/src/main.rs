@@ -44,6 +44,18 @@ enum Command {
     Usb(UsbArgs),
     /// Write a bootable ISO9660 image (El Torito BIOS + UEFI, isohybrid).
     Iso(IsoArgs),
+    /// Write the USB disk image as qcow2 (for VMs), or convert a raw image.
+    Qcow2(Qcow2Args),
+}
+
+#[derive(clap::Args)]
+struct Qcow2Args {
+    /// Convert this raw disk image instead of building the USB disk.
+    #[arg(long, conflicts_with_all = ["kernels", "initrd"])]
+    from_raw: Option<PathBuf>,
+    /// Otherwise: the USB disk image's inputs.
+    #[command(flatten)]
+    usb: UsbArgs,
 }
 
 #[derive(clap::Args)]
@@ -123,11 +135,11 @@ struct BootArgs {
     profile: Profile,
     /// A kernel (bzImage or arm64 Image with EFI stub); NAME=PATH names a
     /// variant (xsc needs base=… and cfi-compat=…).
-    #[arg(long = "kernel", value_name = "[NAME=]PATH", required = true)]
+    #[arg(long = "kernel", value_name = "[NAME=]PATH")]
     kernels: Vec<String>,
     /// The initramfs (e.g. from `mkimage cpio`).
     #[arg(long)]
-    initrd: PathBuf,
+    initrd: Option<PathBuf>,
     /// systemd-stub (default: Debian's linux{x64,aa64}.efi.stub).
     #[arg(long)]
     stub: Option<PathBuf>,
@@ -167,7 +179,10 @@ impl BootArgs {
         }
         Ok(Sources {
             kernels,
-            initrd: self.initrd.clone(),
+            initrd: self
+                .initrd
+                .clone()
+                .context("no initramfs given (pass --initrd PATH, e.g. from `mkimage cpio`)")?,
             stub: self.stub.clone(),
             systemd_boot: self.systemd_boot.clone(),
             cmdline: self.cmdline.clone(),
@@ -295,7 +310,30 @@ fn run(cli: Cli) -> Result<()> {
         Command::Esp(args) => esp(args, cli.json),
         Command::Usb(args) => usb(args, cli.json),
         Command::Iso(args) => iso(args, cli.json),
+        Command::Qcow2(args) => qcow2(args, cli.json),
     }
+}
+
+fn qcow2(args: Qcow2Args, json: bool) -> Result<()> {
+    let build_time = mkimage::build_time().map_err(anyhow::Error::msg)?;
+    let out = args.usb.out.clone();
+    let raw = match &args.from_raw {
+        Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        None => usb_image(&args.usb, build_time)?.1.bytes,
+    };
+    let bytes = mkimage::qcow2::from_raw(&raw)?;
+    write_output(&out, &bytes, json)?;
+    report(
+        json,
+        serde_json::json!({
+            "format": "qcow2",
+            "out": out,
+            "bytes": bytes.len(),
+            "virtual_bytes": raw.len(),
+            "build_time": build_time,
+        }),
+    );
+    Ok(())
 }
 
 fn iso(args: IsoArgs, json: bool) -> Result<()> {
