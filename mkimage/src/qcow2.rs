@@ -148,8 +148,14 @@ mod tests {
         // Header, L1, refcount table and block, one L2, one data cluster.
         assert_eq!(q.len() as u64, 6 * CLUSTER);
         // L1[0] → L2 in cluster 4; L2[1] → data in cluster 5.
-        assert_eq!(&q[0x10000..0x10008], &((4 * CLUSTER) | COPIED).to_be_bytes());
-        assert_eq!(&q[0x40008..0x40010], &((5 * CLUSTER) | COPIED).to_be_bytes());
+        assert_eq!(
+            &q[0x10000..0x10008],
+            &((4 * CLUSTER) | COPIED).to_be_bytes()
+        );
+        assert_eq!(
+            &q[0x40008..0x40010],
+            &((5 * CLUSTER) | COPIED).to_be_bytes()
+        );
         assert_eq!(q[0x50000], 1);
     }
 }
