@@ -132,29 +132,40 @@ pub fn build(boot: &BootSet, bios: Option<&Bios>, opts: &UsbOptions) -> Result<U
         }
         None => None,
     };
-    let mut volume = fat::build(
-        &files,
-        &FatOptions {
-            label: Some("PHASE-BOOT".into()),
-            volume_id: {
-                let g = Guid::derive(&[&opts.seed[..], b" volume"].concat()).0;
-                u32::from_le_bytes([g[0], g[1], g[2], g[3]])
+    let build_fat = |size: Option<u64>| {
+        fat::build(
+            &files,
+            &FatOptions {
+                label: Some("PHASE-BOOT".into()),
+                volume_id: {
+                    let g = Guid::derive(&[&opts.seed[..], b" volume"].concat()).0;
+                    u32::from_le_bytes([g[0], g[1], g[2], g[3]])
+                },
+                time: opts.time,
+                hidden_sectors: PART_START as u32,
+                size,
+                free_bytes: opts.free,
+                fat_type: opts.fat_type,
+                cluster_size: None,
             },
-            time: opts.time,
-            hidden_sectors: PART_START as u32,
-            size: fat_size,
-            free_bytes: opts.free,
-            fat_type: opts.fat_type,
-            cluster_size: None,
-        },
-    )
-    .map_err(|e| match (e, opts.size) {
-        (FatError::TooSmall { needed, .. }, Some(size)) => UsbError::TooSmall {
-            size,
-            needed: needed + overhead,
-        },
-        (e, _) => UsbError::Fat(e),
-    })?;
+        )
+        .map_err(|e| match (e, opts.size) {
+            (FatError::TooSmall { needed, .. }, Some(size)) => UsbError::TooSmall {
+                size,
+                needed: needed + overhead,
+            },
+            (e, _) => UsbError::Fat(e),
+        })
+    };
+    let mut volume = build_fat(fat_size)?;
+    if opts.size.is_none() {
+        // Grow the volume to whole MiB so the partition ends aligned, as
+        // partitioning tools expect; the disk adds 1 MiB for the backup GPT.
+        let aligned = (volume.bytes.len() as u64).div_ceil(1 << 20) << 20;
+        if aligned != volume.bytes.len() as u64 {
+            volume = build_fat(Some(aligned))?;
+        }
+    }
     if let Some(bios) = bios {
         let ldlinux = volume.files[&format!("{SYSLINUX_DIR}/ldlinux.sys")];
         bios.syslinux
@@ -165,7 +176,7 @@ pub fn build(boot: &BootSet, bios: Option<&Bios>, opts: &UsbOptions) -> Result<U
     let esp_sectors = volume.bytes.len() as u64 / SECTOR;
     let disk_sectors = match opts.size {
         Some(size) => size / SECTOR,
-        None => (PART_START + esp_sectors + 1 + gpt::ARRAY_SECTORS).div_ceil(2048) * 2048,
+        None => PART_START + esp_sectors + 2048,
     };
     let mut disk = vec![0u8; (disk_sectors * SECTOR) as usize];
     let at = (PART_START * SECTOR) as usize;
