@@ -151,17 +151,24 @@ impl Pe {
 /// 16-bit one's-complement sum of the file, skipping the checksum field,
 /// plus the file length.
 pub fn pe_checksum(b: &[u8], checksum_at: usize) -> u32 {
-    let mut sum: u64 = 0;
-    for (i, chunk) in b.chunks(2).enumerate() {
-        let at = i * 2;
-        if at == checksum_at || at == checksum_at + 2 {
-            continue;
+    // One's-complement addition is associative: sum the words in a wide
+    // accumulator (2^31 words of at most 0xFFFF cannot overflow 64 bits)
+    // and fold the carries once at the end; the compiler vectorises this.
+    let words = b.chunks_exact(2);
+    let tail = words.remainder().first().map_or(0, |&x| u64::from(x));
+    let mut sum: u64 = words
+        .map(|w| u64::from(u16::from_le_bytes([w[0], w[1]])))
+        .sum::<u64>()
+        + tail;
+    // Leave out the checksum field itself.
+    for at in [checksum_at, checksum_at + 2] {
+        if let Some(w) = b.get(at..at + 2) {
+            sum -= u64::from(u16::from_le_bytes([w[0], w[1]]));
         }
-        let word = u16::from_le_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
-        sum += u64::from(word);
+    }
+    while sum >> 16 != 0 {
         sum = (sum & 0xFFFF) + (sum >> 16);
     }
-    sum = (sum & 0xFFFF) + (sum >> 16);
     // The length of a PE image fits in 32 bits (checked by the caller).
     (sum as u32).wrapping_add(b.len() as u32)
 }
