@@ -48,7 +48,7 @@ fn run_stage<T>(
         break_to_shell(stage);
     }
     #[cfg(feature = "test-hooks")]
-    if plan.test_panic == Some(stage) {
+    if plan.is_some_and(|p| p.test_panic == Some(stage)) {
         panic!("test hook: injected panic at the start of stage {stage}");
     }
     let start = Instant::now();
@@ -160,10 +160,11 @@ fn plan_stage(image: &ImageInfo) -> Result<Done<BootPlan>, Failure> {
     let plan = parsed.plan;
     // Honour the policy the user asked for even when other keys are malformed.
     policy::configure(plan.onfail, image.shell);
+    let mut warnings: Vec<String> = parsed.warnings.iter().map(ToString::to_string).collect();
     if plan.shell && !image.shell {
-        warn!("rd.shell refused: this image was built without a shell");
+        warnings.push("rd.shell refused: this image was built without a shell".into());
     }
-    for w in &parsed.warnings {
+    for w in &warnings {
         warn!("{w}");
     }
     if !parsed.errors.is_empty() {
@@ -195,7 +196,6 @@ fn plan_stage(image: &ImageInfo) -> Result<Done<BootPlan>, Failure> {
         plan.onfail,
         plan.timeout.as_secs()
     );
-    let warnings: Vec<String> = parsed.warnings.iter().map(ToString::to_string).collect();
     let fields = json!({ "plan": &plan, "warnings": warnings });
     Ok(done(plan, summary.to_lowercase(), fields))
 }
