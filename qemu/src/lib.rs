@@ -9,6 +9,7 @@ pub mod arch;
 pub mod artifacts;
 pub mod cmd;
 pub mod debian;
+pub mod images;
 pub mod paths;
 pub mod setup;
 pub mod vm;
