@@ -7,6 +7,7 @@
 
 pub mod arch;
 pub mod artifacts;
+pub mod bench;
 pub mod cmd;
 pub mod debian;
 pub mod images;
