@@ -7,6 +7,8 @@
 //! menu, and `efi/efiboot.img`, the FAT image the UEFI El Torito entry and
 //! MBR partition 2 point at, holding the same UEFI layout as an ESP.
 
+use std::borrow::Cow;
+
 use thiserror::Error;
 
 use crate::arch::Arch;
@@ -65,29 +67,35 @@ pub fn efi_image(boot: &BootSet, opts: &CdromOptions) -> Result<fat::FatImage, C
     .map_err(CdromError::Fat)
 }
 
-pub fn build(
-    boot: &BootSet,
-    bios: Option<&IsoBios>,
+/// Lays out the ISO; kernels, initramfs and blobs are borrowed, not copied.
+pub fn build<'a>(
+    boot: &'a BootSet,
+    bios: Option<&'a IsoBios>,
     opts: &CdromOptions,
-) -> Result<IsoImage, CdromError> {
+) -> Result<IsoImage<'a>, CdromError> {
     let efi = efi_image(boot, opts)?;
-    let cfg;
-    let mut files: Vec<(String, &[u8])> = Vec::new();
+    let mut files: Vec<(String, Cow<'a, [u8]>)> = Vec::new();
     let mut entries = Vec::new();
     let mut mbr_code = Vec::new();
     let catalog = match (boot.arch, bios) {
         (Arch::X86_64, None) => return Err(CdromError::NoIsolinux),
         (Arch::X86_64, Some(bios)) => {
             let menu = bios.modules.iter().any(|(n, _)| n == "menu.c32");
-            cfg = boot.menu.syslinux_cfg(menu);
-            files.push(("isolinux/isolinux.bin".into(), &bios.isolinux));
-            files.push(("isolinux/ldlinux.c32".into(), &bios.ldlinux_c32));
-            files.push(("isolinux/isolinux.cfg".into(), cfg.as_bytes()));
+            let cfg = boot.menu.syslinux_cfg(menu).into_bytes();
+            files.push((
+                "isolinux/isolinux.bin".into(),
+                Cow::Borrowed(&bios.isolinux),
+            ));
+            files.push((
+                "isolinux/ldlinux.c32".into(),
+                Cow::Borrowed(&bios.ldlinux_c32),
+            ));
+            files.push(("isolinux/isolinux.cfg".into(), Cow::Owned(cfg)));
             for (name, data) in &bios.modules {
-                files.push((format!("isolinux/{name}"), data));
+                files.push((format!("isolinux/{name}"), Cow::Borrowed(data)));
             }
             for (path, data) in boot.bios_files() {
-                files.push((path, data));
+                files.push((path, Cow::Borrowed(data)));
             }
             entries.push(BootEntry {
                 platform: Platform::Bios,
@@ -99,14 +107,14 @@ pub fn build(
         }
         (Arch::Aarch64, _) => "efi/boot.cat",
     };
-    files.push((EFI_IMAGE.into(), &efi.bytes));
+    files.push((EFI_IMAGE.into(), Cow::Owned(efi.bytes)));
     entries.push(BootEntry {
         platform: Platform::Efi,
         path: EFI_IMAGE.into(),
         boot_info_table: false,
     });
     iso9660::build(
-        &files,
+        files,
         &IsoOptions {
             volume_id: "PHASE_BOOT".into(),
             time: opts.time,

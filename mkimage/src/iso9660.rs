@@ -17,7 +17,9 @@
 //! an active partition, partition 2 (type 0xEF) is the FAT image, which is
 //! how UEFI firmware finds its boot file on the raw disk.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::io::{self, Write};
 
 use thiserror::Error;
 
@@ -97,11 +99,51 @@ pub struct IsoExtent {
     pub len: u64,
 }
 
+/// A laid-out image: the metadata blocks, then each file's data at its
+/// offset, zeros between and after. Written out as a stream, so file data
+/// is never copied into one big buffer.
 #[derive(Debug, Clone)]
-pub struct IsoImage {
-    pub bytes: Vec<u8>,
+pub struct IsoImage<'a> {
+    /// Blocks 0 up to the first file: system area, descriptors, path
+    /// tables, directories, boot catalog.
+    pub head: Vec<u8>,
+    /// (byte offset, contents) of each file, in offset order.
+    pub parts: Vec<(u64, Cow<'a, [u8]>)>,
+    /// The whole image's length in bytes.
+    pub len: u64,
     pub files: BTreeMap<String, IsoExtent>,
     pub catalog_lba: u32,
+}
+
+impl IsoImage<'_> {
+    /// Writes the image to `w`.
+    pub fn write_to(&self, w: &mut dyn Write) -> io::Result<()> {
+        const ZEROS: [u8; 65536] = [0; 65536];
+        let mut at = self.head.len() as u64;
+        w.write_all(&self.head)?;
+        let zeros = |w: &mut dyn Write, n: u64| -> io::Result<()> {
+            let mut left = n;
+            while left > 0 {
+                let k = left.min(ZEROS.len() as u64) as usize;
+                w.write_all(&ZEROS[..k])?;
+                left -= k as u64;
+            }
+            Ok(())
+        };
+        for (offset, data) in &self.parts {
+            zeros(w, offset - at)?;
+            w.write_all(data)?;
+            at = offset + data.len() as u64;
+        }
+        zeros(w, self.len - at)
+    }
+
+    /// The image as one buffer.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len as usize);
+        self.write_to(&mut v).expect("writing to a Vec cannot fail");
+        v
+    }
 }
 
 /// Maps a name to ISO9660 d-characters: upper case, `-` and other
@@ -162,10 +204,14 @@ fn sort_key(iso: &str) -> (String, String) {
 
 /// Writes the image. `files` are (path, contents); the boot catalog is
 /// added at `opts.catalog_path`.
-pub fn build(files: &[(String, &[u8])], opts: &IsoOptions) -> Result<IsoImage, IsoError> {
+pub fn build<'a>(
+    mut files: Vec<(String, Cow<'a, [u8]>)>,
+    opts: &IsoOptions,
+) -> Result<IsoImage<'a>, IsoError> {
     let catalog_index = files.len();
     let mut root = Dir::default();
-    let mut all: Vec<(String, &[u8])> = files.to_vec();
+    let mut all: Vec<(String, &[u8])> =
+        files.iter().map(|(p, d)| (p.clone(), d.as_ref())).collect();
     let bootable = !opts.boot.is_empty();
     if bootable {
         all.push((opts.catalog_path.clone(), &[]));
@@ -289,6 +335,7 @@ pub fn build(files: &[(String, &[u8])], opts: &IsoOptions) -> Result<IsoImage, I
         next += d.size / BLOCK;
     }
     let mut extents: Vec<IsoExtent> = vec![IsoExtent { lba: 0, len: 0 }; all.len()];
+    let head_blocks;
     if bootable {
         extents[catalog_index] = IsoExtent {
             lba: next as u32,
@@ -296,6 +343,7 @@ pub fn build(files: &[(String, &[u8])], opts: &IsoOptions) -> Result<IsoImage, I
         };
         next += 1;
     }
+    head_blocks = next;
     // Files in path order; empty files get no block (extent 0, length 0).
     let mut order: Vec<usize> = (0..files.len()).collect();
     order.sort_by(|&a, &b| all[a].0.cmp(&all[b].0));
@@ -315,16 +363,10 @@ pub fn build(files: &[(String, &[u8])], opts: &IsoOptions) -> Result<IsoImage, I
     if volume_blocks > u64::from(u32::MAX) {
         return Err(IsoError::TooLarge(total));
     }
-    let mut img = vec![0u8; total as usize];
+    let mut img = vec![0u8; (head_blocks * BLOCK) as usize];
     let (date7, date17) = (dir_date(opts.time), volume_date(opts.time));
-
-    // File data.
-    for (fi, (_, data)) in all.iter().enumerate() {
-        let at = (u64::from(extents[fi].lba) * BLOCK) as usize;
-        if !data.is_empty() {
-            img[at..at + data.len()].copy_from_slice(data);
-        }
-    }
+    // Boot info tables to patch into file data: (file index, bytes 8..64).
+    let mut patches: Vec<(usize, [u8; 56])> = Vec::new();
 
     // Directories.
     let dir_lba = |d: &Dir| -> (u32, u64) {
@@ -437,7 +479,7 @@ pub fn build(files: &[(String, &[u8])], opts: &IsoOptions) -> Result<IsoImage, I
                 .iter()
                 .position(|(p, _)| p == path)
                 .expect("checked above");
-            (extents[i], files[i].1)
+            (extents[i], files[i].1.as_ref())
         };
         let mut cat = [0u8; BLOCK as usize];
         let first = &opts.boot[0];
@@ -474,11 +516,9 @@ pub fn build(files: &[(String, &[u8])], opts: &IsoOptions) -> Result<IsoImage, I
             if data.len() < BLOCK as usize {
                 return Err(IsoError::IsolinuxTooSmall(data.len()));
             }
-            let at = (u64::from(e.lba) * BLOCK) as usize;
-            let file = &mut img[at..at + data.len()];
             // Boot info table at offset 8: PVD LBA, file LBA, length, and
             // the 32-bit sum of the file from offset 64.
-            let csum = file[64..]
+            let csum = data[64..]
                 .chunks(4)
                 .map(|c| {
                     let mut w = [0u8; 4];
@@ -486,11 +526,17 @@ pub fn build(files: &[(String, &[u8])], opts: &IsoOptions) -> Result<IsoImage, I
                     u32::from_le_bytes(w)
                 })
                 .fold(0u32, u32::wrapping_add);
-            file[8..12].copy_from_slice(&16u32.to_le_bytes()); // bi_pvd
-            file[12..16].copy_from_slice(&e.lba.to_le_bytes()); // bi_file
-            file[16..20].copy_from_slice(&(data.len() as u32).to_le_bytes()); // bi_length
-            file[20..24].copy_from_slice(&csum.to_le_bytes()); // bi_csum
-            file[24..64].fill(0); // bi_reserved
+            let mut table = [0u8; 56]; // bytes 8..64 of the file
+            table[0..4].copy_from_slice(&16u32.to_le_bytes()); // bi_pvd
+            table[4..8].copy_from_slice(&e.lba.to_le_bytes()); // bi_file
+            table[8..12].copy_from_slice(&(data.len() as u32).to_le_bytes()); // bi_length
+            table[12..16].copy_from_slice(&csum.to_le_bytes()); // bi_csum
+            // 16..56: bi_reserved, zero.
+            let index = files
+                .iter()
+                .position(|(p, _)| p == &b.path)
+                .expect("checked above");
+            patches.push((index, table));
         }
 
         if let Some(code) = &opts.hybrid_mbr_code {
@@ -532,8 +578,20 @@ pub fn build(files: &[(String, &[u8])], opts: &IsoOptions) -> Result<IsoImage, I
     for (i, (path, _)) in files.iter().enumerate() {
         out_files.insert(path.clone(), extents[i]);
     }
+    for (index, table) in patches {
+        files[index].1.to_mut()[8..64].copy_from_slice(&table);
+    }
+    let mut parts: Vec<(u64, Cow<'a, [u8]>)> = files
+        .into_iter()
+        .enumerate()
+        .filter(|(_, (_, d))| !d.is_empty())
+        .map(|(i, (_, d))| (u64::from(extents[i].lba) * BLOCK, d))
+        .collect();
+    parts.sort_by_key(|(offset, _)| *offset);
     Ok(IsoImage {
-        bytes: img,
+        head: img,
+        parts,
+        len: total,
         files: out_files,
         catalog_lba,
     })
@@ -691,12 +749,12 @@ mod tests {
         isolinux[0x40..0x44].copy_from_slice(&0x7078_C0FBu32.to_le_bytes());
         isolinux[100] = 7;
         let efi = vec![0xEE; 3000];
-        let files: Vec<(String, &[u8])> = vec![
-            ("isolinux/isolinux.bin".into(), &isolinux),
-            ("efi.img".into(), &efi),
+        let files: Vec<(String, Cow<'_, [u8]>)> = vec![
+            ("isolinux/isolinux.bin".into(), Cow::Borrowed(&isolinux)),
+            ("efi.img".into(), Cow::Borrowed(&efi)),
         ];
         let img = build(
-            &files,
+            files,
             &IsoOptions {
                 volume_id: "PHASE".into(),
                 time: 1_700_000_000,
@@ -718,7 +776,8 @@ mod tests {
             },
         )
         .unwrap();
-        let b = &img.bytes;
+        let bytes = img.to_vec();
+        let b = &bytes;
         let cat = (img.catalog_lba as usize) * 2048;
         let iso = img.files["isolinux/isolinux.bin"];
         let e = img.files["efi.img"];

@@ -351,13 +351,13 @@ fn iso(args: IsoArgs, json: bool) -> Result<()> {
             time: build_time,
         },
     )?;
-    write_output(&args.out, &image.bytes, json)?;
+    write_stream(&args.out, image.len, json, |w| image.write_to(w))?;
     report(
         json,
         serde_json::json!({
             "format": "iso",
             "out": args.out,
-            "bytes": image.bytes.len(),
+            "bytes": image.len,
             "arch": boot.arch.to_string(),
             "profile": args.boot.profile.to_string(),
             "bios": bios.is_some(),
@@ -417,10 +417,26 @@ const PROGRESS_THRESHOLD: u64 = 32 << 20;
 
 /// Writes the output in chunks, with a progress bar for large images.
 fn write_output(path: &Path, bytes: &[u8], json: bool) -> Result<()> {
-    let mut file =
+    write_stream(path, bytes.len() as u64, json, |w| {
+        for chunk in bytes.chunks(4 << 20) {
+            w.write_all(chunk)?;
+        }
+        Ok(())
+    })
+}
+
+/// Creates `path` and lets `fill` write its `len` bytes, through a progress
+/// bar when the output is large and stderr a terminal.
+fn write_stream(
+    path: &Path,
+    len: u64,
+    json: bool,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
+    let file =
         std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let bar = if !json && bytes.len() as u64 >= PROGRESS_THRESHOLD {
-        let bar = indicatif::ProgressBar::new(bytes.len() as u64);
+    let bar = if !json && len >= PROGRESS_THRESHOLD {
+        let bar = indicatif::ProgressBar::new(len);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
                 "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
@@ -432,11 +448,8 @@ fn write_output(path: &Path, bytes: &[u8], json: bool) -> Result<()> {
     } else {
         indicatif::ProgressBar::hidden()
     };
-    for chunk in bytes.chunks(4 << 20) {
-        file.write_all(chunk)
-            .with_context(|| format!("writing {}", path.display()))?;
-        bar.inc(chunk.len() as u64);
-    }
+    let mut w = bar.wrap_write(file);
+    fill(&mut w).with_context(|| format!("writing {}", path.display()))?;
     bar.finish_and_clear();
     Ok(())
 }

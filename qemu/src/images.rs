@@ -141,13 +141,13 @@ fn make(arch: Arch) -> Result<BootImages> {
             time: build_time,
         },
     )?;
-    write(&out.iso, &iso.bytes)?;
+    write(&out.iso, &iso.to_vec())?;
     eprintln!(
         "images: {arch}: esp {} KiB, usb {} KiB, qcow2 {} KiB, iso {} KiB in {}",
         esp.bytes.len() >> 10,
         usb.bytes.len() >> 10,
         std::fs::metadata(&out.qcow2)?.len() >> 10,
-        iso.bytes.len() >> 10,
+        iso.len >> 10,
         dir.display()
     );
     Ok(out)
