@@ -118,7 +118,7 @@ pub struct IsoImage<'a> {
 impl IsoImage<'_> {
     /// Writes the image to `w`.
     pub fn write_to(&self, w: &mut dyn Write) -> io::Result<()> {
-        const ZEROS: [u8; 65536] = [0; 65536];
+        static ZEROS: [u8; 65536] = [0; 65536];
         let mut at = self.head.len() as u64;
         w.write_all(&self.head)?;
         let zeros = |w: &mut dyn Write, n: u64| -> io::Result<()> {
@@ -335,7 +335,6 @@ pub fn build<'a>(
         next += d.size / BLOCK;
     }
     let mut extents: Vec<IsoExtent> = vec![IsoExtent { lba: 0, len: 0 }; all.len()];
-    let head_blocks;
     if bootable {
         extents[catalog_index] = IsoExtent {
             lba: next as u32,
@@ -343,7 +342,7 @@ pub fn build<'a>(
         };
         next += 1;
     }
-    head_blocks = next;
+    let head_blocks = next;
     // Files in path order; empty files get no block (extent 0, length 0).
     let mut order: Vec<usize> = (0..files.len()).collect();
     order.sort_by(|&a, &b| all[a].0.cmp(&all[b].0));
