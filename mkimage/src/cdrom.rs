@@ -15,7 +15,7 @@ use crate::arch::Arch;
 use crate::esp::{BootSet, EspError};
 use crate::fat::{self, FatError, FatOptions, Files};
 use crate::gpt::Guid;
-use crate::iso9660::{self, BootEntry, IsoError, IsoImage, IsoOptions, Platform};
+use crate::iso9660::{self, Alias, BootEntry, IsoError, IsoImage, IsoOptions, Platform};
 
 #[derive(Debug, Error)]
 pub enum CdromError {
@@ -25,6 +25,8 @@ pub enum CdromError {
     Fat(#[source] FatError),
     #[error("writing the ISO9660 image")]
     Iso(#[source] IsoError),
+    #[error("the UKI of variant {variant:?} is not where the EFI image should hold it")]
+    UkiMissing { variant: String },
     #[error("an x86_64 ISO needs isolinux for BIOS boot (pass --isolinux and --isohdpfx)")]
     NoIsolinux,
 }
@@ -75,6 +77,7 @@ pub fn build<'a>(
 ) -> Result<IsoImage<'a>, CdromError> {
     let efi = efi_image(boot, opts)?;
     let mut files: Vec<(String, Cow<'a, [u8]>)> = Vec::new();
+    let mut aliases = Vec::new();
     let mut entries = Vec::new();
     let mut mbr_code = Vec::new();
     let catalog = match (boot.arch, bios) {
@@ -94,9 +97,10 @@ pub fn build<'a>(
             for (name, data) in &bios.modules {
                 files.push((format!("isolinux/{name}"), Cow::Borrowed(data)));
             }
-            for (path, data) in boot.bios_files() {
-                files.push((path, Cow::Borrowed(data)));
-            }
+            // The BIOS menu's kernels and initramfs are the bytes of the
+            // UKIs' .linux and .initrd sections inside the EFI image: listed
+            // in the ISO tree, stored once.
+            aliases = uki_aliases(boot, &efi)?;
             entries.push(BootEntry {
                 platform: Platform::Bios,
                 path: "isolinux/isolinux.bin".into(),
@@ -125,7 +129,39 @@ pub fn build<'a>(
                 let g = Guid::derive(&[&opts.seed[..], b" mbr"].concat()).0;
                 u32::from_le_bytes([g[0], g[1], g[2], g[3]])
             },
+            aliases,
         },
     )
     .map_err(CdromError::Iso)
+}
+
+/// `phase/<variant>/{vmlinuz,initrd}` as aliases of the sections of each
+/// variant's UKI in the EFI image: FAT data is 2048-aligned and the UKI's
+/// sections start on 4096-byte file offsets, so they start on ISO blocks.
+fn uki_aliases(boot: &BootSet, efi: &fat::FatImage) -> Result<Vec<Alias>, CdromError> {
+    let mut out = Vec::new();
+    for v in &boot.variants {
+        let path = if boot.direct {
+            boot.arch.efi_boot_file().to_owned()
+        } else {
+            crate::menu::uki_path(&v.name)
+        };
+        let missing = || CdromError::UkiMissing {
+            variant: v.name.clone(),
+        };
+        let extent = efi.files.get(&path).ok_or_else(missing)?;
+        let bytes = &efi.bytes[extent.offset as usize..(extent.offset + extent.len) as usize];
+        let pe = crate::uki::Pe::parse(bytes, "the UKI").map_err(|_| missing())?;
+        let dir = format!("phase/{}", crate::menu::dir_name(&v.name));
+        for (section, name) in [(".linux", "vmlinuz"), (".initrd", "initrd")] {
+            let s = pe.section(section).ok_or_else(missing)?;
+            out.push(Alias {
+                path: format!("{dir}/{name}"),
+                of: EFI_IMAGE.into(),
+                offset: extent.offset + u64::from(s.raw_offset),
+                len: u64::from(s.virtual_size),
+            });
+        }
+    }
+    Ok(out)
 }

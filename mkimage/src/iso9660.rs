@@ -55,6 +55,13 @@ pub enum IsoError {
     MbrCode(usize),
     #[error("ISO image of {0} bytes is larger than ISO9660's 32-bit block counts allow")]
     TooLarge(u64),
+    #[error("alias {path:?} is not {len} bytes at a block boundary {offset} inside {of:?}")]
+    Alias {
+        path: String,
+        of: String,
+        offset: u64,
+        len: u64,
+    },
     #[error("file {path:?} is {size} bytes; a single ISO9660 extent holds less than 4 GiB")]
     FileTooLarge { path: String, size: u64 },
 }
@@ -90,6 +97,19 @@ pub struct IsoOptions {
     pub hybrid_mbr_code: Option<Vec<u8>>,
     /// The disk signature of the isohybrid MBR.
     pub disk_signature: u32,
+    /// Files whose data lies inside another file's (e.g. a kernel inside
+    /// the UKI inside the EFI image): stored once, listed twice.
+    pub aliases: Vec<Alias>,
+}
+
+/// A file listed at `path` whose bytes are `len` bytes at `offset` into the
+/// file `of` (a multiple of 2048, so the data starts on a block).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alias {
+    pub path: String,
+    pub of: String,
+    pub offset: u64,
+    pub len: u64,
 }
 
 /// Where a file landed: first block and length in bytes.
@@ -215,6 +235,10 @@ pub fn build<'a>(
     let bootable = !opts.boot.is_empty();
     if bootable {
         all.push((opts.catalog_path.clone(), &[]));
+    }
+    let alias_base = all.len();
+    for a in &opts.aliases {
+        all.push((a.path.clone(), &[]));
     }
     for (index, (path, data)) in all.iter().enumerate() {
         if data.len() as u64 >= 1 << 32 {
@@ -355,6 +379,24 @@ pub fn build<'a>(
             };
             next += len.div_ceil(BLOCK);
         }
+    }
+    for (k, a) in opts.aliases.iter().enumerate() {
+        let bad = || IsoError::Alias {
+            path: a.path.clone(),
+            of: a.of.clone(),
+            offset: a.offset,
+            len: a.len,
+        };
+        let target = files.iter().position(|(p, _)| p == &a.of).ok_or_else(bad)?;
+        let t = extents[target];
+        if !a.offset.is_multiple_of(BLOCK) || a.offset + a.len > t.len {
+            return Err(bad());
+        }
+        extents[alias_base + k] = IsoExtent {
+            // Within the target, which fits 32-bit block numbers.
+            lba: t.lba + (a.offset / BLOCK) as u32,
+            len: a.len,
+        };
     }
     // The volume ends on a 1 MiB boundary, as isohybrid pads for disks.
     let volume_blocks = next.div_ceil(512) * 512;
@@ -577,6 +619,9 @@ pub fn build<'a>(
     for (i, (path, _)) in files.iter().enumerate() {
         out_files.insert(path.clone(), extents[i]);
     }
+    for (k, a) in opts.aliases.iter().enumerate() {
+        out_files.insert(a.path.clone(), extents[alias_base + k]);
+    }
     for (index, table) in patches {
         files[index].1.to_mut()[8..64].copy_from_slice(&table);
     }
@@ -772,6 +817,12 @@ mod tests {
                 catalog_path: "isolinux/boot.cat".into(),
                 hybrid_mbr_code: Some(vec![0xFA; 432]),
                 disk_signature: 0x01020304,
+                aliases: vec![Alias {
+                    path: "inner.bin".into(),
+                    of: "efi.img".into(),
+                    offset: 2048,
+                    len: 952,
+                }],
             },
         )
         .unwrap();
@@ -811,5 +862,13 @@ mod tests {
         assert_eq!(b[446 + 16 + 4], 0xEF);
         assert_eq!(&b[446 + 16 + 8..446 + 16 + 12], &(e.lba * 4).to_le_bytes());
         assert_eq!(b.len() % (1 << 20), 0);
+        // The alias is a block into the EFI image, listed with its own size.
+        assert_eq!(
+            img.files["inner.bin"],
+            IsoExtent {
+                lba: e.lba + 1,
+                len: 952
+            }
+        );
     }
 }

@@ -312,6 +312,18 @@ fn referees_read_every_format_back() {
                 "bsdtar does not list {f}:\n{list}"
             );
         }
+        // The BIOS kernel, stored once inside the UKI inside the EFI
+        // image, reads back as the kernel.
+        let out = referee::run(
+            Command::new(referee::tool("bsdtar", "bsdtar -xOf").unwrap())
+                .arg("-xOf")
+                .arg(&iso)
+                .arg("PHASE/LINUX/VMLINUZ"),
+        );
+        assert!(
+            out.stdout == fake_kernel(),
+            "PHASE/LINUX/VMLINUZ is not the kernel"
+        );
         // The EFI image inside passes fsck.fat too.
         let efi = dir.path().join("efiboot.img");
         let out = referee::run(
