@@ -411,3 +411,66 @@ fn bad_inputs_give_specific_errors() {
         assert!(e.contains("too small for its content"), "{e}");
     }
 }
+
+#[test]
+fn xsc_profile_lists_both_variants_in_both_menus() {
+    if !have("/usr/lib/ISOLINUX/isolinux.bin", "xsc ISO")
+        || !have("/usr/lib/systemd/boot/efi/linuxx64.efi.stub", "xsc ISO")
+    {
+        return;
+    }
+    let inputs = inputs();
+    let dir = tempfile::tempdir().unwrap();
+    let iso = dir.path().join("xsc.iso");
+    let k = inputs.kernel.to_str().unwrap();
+    mkimage(&[
+        "iso",
+        "--profile",
+        "xsc",
+        "--kernel",
+        &format!("base={k}"),
+        "--kernel",
+        &format!("cfi-compat={k}"),
+        "--initrd",
+        inputs.initrd.to_str().unwrap(),
+        "--out",
+        iso.to_str().unwrap(),
+    ]);
+    let Some(bsdtar) = referee::tool("bsdtar", "bsdtar (xsc ISO)") else {
+        return;
+    };
+    let list = referee::run(Command::new(&bsdtar).arg("-tf").arg(&iso));
+    let list = String::from_utf8_lossy(&list.stdout);
+    for f in ["PHASE/BASE/VMLINUZ", "PHASE/CFI_COMPAT/INITRD"] {
+        assert!(list.lines().any(|l| l == f), "no {f}:\n{list}");
+    }
+    let cfg = referee::run(
+        Command::new(&bsdtar)
+            .arg("-xOf")
+            .arg(&iso)
+            .arg("ISOLINUX/ISOLINUX.CFG"),
+    );
+    let cfg = String::from_utf8_lossy(&cfg.stdout);
+    assert_eq!(cfg.matches("\nLABEL ").count(), 6, "{cfg}");
+    assert!(cfg.contains("LINUX /phase/cfi_compat/vmlinuz"), "{cfg}");
+    assert!(
+        cfg.contains("APPEND console=tty0 console=ttyS0,115200 phase.mode=private"),
+        "{cfg}"
+    );
+    // The UEFI side: six systemd-boot entries in the EFI image.
+    let efi = dir.path().join("efiboot.img");
+    let img = referee::run(
+        Command::new(&bsdtar)
+            .arg("-xOf")
+            .arg(&iso)
+            .arg("EFI/EFIBOOT.IMG"),
+    );
+    std::fs::write(&efi, &img.stdout).unwrap();
+    referee::fsck_fat(&efi);
+    if let Some(entry) = referee::mtools_read(&efi, 0, "loader/entries/phase-cfi_compat-local.conf")
+    {
+        let entry = String::from_utf8(entry).unwrap();
+        assert!(entry.contains("efi /EFI/phase/cfi_compat.efi"), "{entry}");
+        assert!(entry.contains("phase.mode=local"), "{entry}");
+    }
+}
