@@ -39,6 +39,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("util-linux", "unshare, for the PID 1 reaper test"),
     ("iproute2", "network namespaces for host network tests"),
     (
+        "nginx-light",
+        "real nginx serves a published provider tree in tests",
+    ),
+    (
         "dosfstools",
         "referee: fsck.fat -n reads back our FAT images",
     ),
