@@ -61,6 +61,15 @@ enum Cmd {
         #[arg(long)]
         no_qemu: bool,
     },
+    /// Benchmarks: `mkimage` builds the same hybrid ISO with mkimage,
+    /// grub-mkrescue and the xorriso + isolinux + mkfs.vfat + mtools pipeline.
+    Bench {
+        /// What to benchmark: mkimage.
+        what: String,
+        /// Runs of each way; the median counts.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Run a fuzz target with cargo-fuzz (nightly) for a while.
     Fuzz {
         /// cmdline, modinfo, modindex, …; all targets when omitted.
@@ -94,6 +103,12 @@ fn main() -> ExitCode {
         Cmd::QemuAarch64(args) => boot(Arch::Aarch64, &args),
         Cmd::Test { filters, no_qemu } => test(&filters, no_qemu),
         Cmd::Fuzz { target, seconds } => fuzz(target.as_deref(), seconds),
+        Cmd::Bench { what, runs } => match what.as_str() {
+            "mkimage" => xtask::bench::mkimage(runs),
+            other => Err(anyhow::anyhow!(
+                "unknown benchmark {other:?}: expected mkimage"
+            )),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
