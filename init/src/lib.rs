@@ -8,6 +8,7 @@ pub mod clock;
 pub mod cmdline;
 pub mod early;
 pub mod event;
+pub mod fetch;
 #[macro_use]
 pub mod log;
 pub mod modules;
@@ -15,6 +16,7 @@ pub mod pid1;
 pub mod plan;
 pub mod policy;
 pub mod reaper;
+pub mod sealed;
 pub mod sys;
 
 /// An error and its sources as one line: `outer: inner: innermost`.

@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use phase_manifest::{Arch, Binding, State};
+
 use phase_initramfs::image::ImageInfo;
 use phase_initramfs::layout;
 use serde_json::{Value, json};
@@ -13,7 +15,7 @@ use crate::event::{self, Channel};
 use crate::plan::{self, BootPlan, Stage};
 use crate::policy::{self, Failure};
 use crate::sys::RebootCommand;
-use crate::{cmdline, early, error_chain, log, modules, reaper, sys};
+use crate::{cmdline, early, error_chain, fetch, log, modules, reaper, sys};
 
 /// How long the modules stage waits for the host to announce the event port.
 const EVENT_PORT_BUDGET: Duration = Duration::from_secs(3);
@@ -96,14 +98,171 @@ pub fn main() -> ! {
     if plan.report {
         report();
     }
+    if !plan.providers.is_empty() {
+        let (client, fetched) = run_stage(Stage::Fetch, Some(&plan), || fetch_stage(&plan));
+        let artifacts = run_stage(Stage::Verify, Some(&plan), || {
+            verify_stage(&plan, &client, &fetched)
+        });
+        handoff(&plan, &fetched, artifacts);
+    }
     policy::enter(Stage::Handoff);
-    let what = if !plan.providers.is_empty() {
-        "netboot (phase.provider=) is not available in this build yet"
-    } else if plan.root.is_some() {
+    let what = if plan.root.is_some() {
         "booting a root= device is not available in this build yet"
     } else {
         "nothing to boot: the command line names no phase.provider= and no root="
     };
+    policy::fail(Failure::new(Stage::Handoff, what))
+}
+
+/// The budget for one retrying stage: `rd.retry`, but never past the whole
+/// boot's `phase.timeout` (counted from kernel start).
+fn stage_budget(plan: &BootPlan) -> fetch::Budget {
+    let left = plan.timeout.saturating_sub(sys::clock_gettime_boottime());
+    fetch::Budget::new(plan.retry.min(left))
+}
+
+fn fetch_stage(plan: &BootPlan) -> Result<Done<(phase_fetch::Client, fetch::Fetched)>, Failure> {
+    let fail = |e: String| Failure::new(Stage::Fetch, e);
+    let trust = fetch::read_trust().map_err(fail)?;
+    let client = fetch::client(&trust).map_err(fail)?;
+    let arch =
+        Arch::native().ok_or_else(|| fail("this architecture has no manifest arch".into()))?;
+    let binding = Binding {
+        channel: plan.channel.clone(),
+        arch,
+        board: None,
+    };
+    let state = State {
+        // A clock before 1970 counts as 1970; the trust store's time floor
+        // covers a dead RTC.
+        now: u64::try_from(sys::clock_gettime_realtime()).unwrap_or(0),
+        ..State::default()
+    };
+    let fetched = fetch::fetch_manifest(
+        &client,
+        &plan.providers,
+        &binding,
+        &trust.store,
+        &state,
+        &stage_budget(plan),
+    )
+    .map_err(|f| Failure {
+        stage: Stage::Fetch,
+        error: f.error,
+        tried: f.tried,
+    })?;
+    let m = &fetched.verified.manifest;
+    let mirror = &plan.providers[fetched.mirror].url;
+    let signed_by: Vec<String> = fetched
+        .verified
+        .signed_by
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    for t in &fetched.tried {
+        warn!("tried {t}");
+    }
+    let summary = format!(
+        "manifest version {} for {}/{} from {mirror}, signed by {} of {} trusted key(s), {} hand-off",
+        m.version,
+        m.channel,
+        m.arch.as_str(),
+        signed_by.len(),
+        trust.store.keys().len(),
+        m.handoff.as_str()
+    );
+    let fields = json!({
+        "mirror": mirror,
+        "version": m.version,
+        "issued_at": m.issued_at,
+        "expires_at": m.expires_at,
+        "handoff": m.handoff.as_str(),
+        "cmdline": m.cmdline,
+        "signed_by": signed_by,
+        "tried": fetched.tried,
+    });
+    Ok(done((client, fetched), summary, fields))
+}
+
+fn verify_stage(
+    plan: &BootPlan,
+    client: &phase_fetch::Client,
+    fetched: &fetch::Fetched,
+) -> Result<Done<Vec<fetch::Streamed>>, Failure> {
+    let mut last_shown = Instant::now();
+    let mut progress = |p: fetch::Progress<'_>| {
+        // A console line per half second, updated in place.
+        if p.done < p.total && last_shown.elapsed() < Duration::from_millis(500) {
+            return;
+        }
+        last_shown = Instant::now();
+        let mb = |b: u64| b as f64 / 1e6;
+        let rate = mb(p.done) / p.elapsed.as_secs_f64().max(1e-3);
+        // done ≤ total, and total > 0 for every artifact (the manifest checks it).
+        let pct = p.done * 100 / p.total.max(1);
+        let end = if p.done >= p.total { "\n" } else { "" };
+        log::console_raw(&format!(
+            "\r         phase: {:<7} {pct:>3}% {:>7.1} of {:.1} MB {rate:>6.1} MB/s{end}",
+            p.name,
+            mb(p.done),
+            mb(p.total)
+        ));
+    };
+    let (streamed, tried) = fetch::stream_artifacts(
+        client,
+        &plan.providers,
+        fetched.mirror,
+        &fetched.verified,
+        &stage_budget(plan),
+        &mut progress,
+    )
+    .map_err(|f| Failure {
+        stage: Stage::Verify,
+        error: f.error,
+        tried: f.tried,
+    })?;
+    for t in &tried {
+        warn!("tried {t}");
+    }
+    let total: u64 = streamed.iter().map(|a| a.sealed.len).sum();
+    let summary = streamed
+        .iter()
+        .map(|a| {
+            let ms = a.elapsed.as_millis().max(1);
+            format!(
+                "{} {} bytes sha256 ok ({:.1} MB/s)",
+                a.name,
+                a.sealed.len,
+                a.sealed.len as f64 / 1e3 / ms as f64
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let artifacts: Vec<Value> = streamed
+        .iter()
+        .map(|a| {
+            json!({
+                "name": a.name,
+                "size": a.sealed.len,
+                "sha256": a.sha256,
+                "from": a.from,
+                "ms": a.elapsed.as_millis() as u64,
+                "sealed": true,
+            })
+        })
+        .collect();
+    let fields = json!({ "artifacts": artifacts, "bytes": total, "tried": tried });
+    Ok(done(streamed, format!("{summary}; sealed"), fields))
+}
+
+/// Hands off to what the manifest names. Returns only if there is nothing
+/// this build can hand off to, which the caller reports.
+fn handoff(_plan: &BootPlan, fetched: &fetch::Fetched, _artifacts: Vec<fetch::Streamed>) {
+    policy::enter(Stage::Handoff);
+    let what = format!(
+        "the {} hand-off is not in this build yet",
+        fetched.verified.manifest.handoff.as_str()
+    );
     policy::fail(Failure::new(Stage::Handoff, what))
 }
 

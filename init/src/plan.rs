@@ -28,16 +28,18 @@ pub enum Stage {
     Modules,
     Network,
     Fetch,
+    Verify,
     Handoff,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 6] = [
+    pub const ALL: [Stage; 7] = [
         Stage::Early,
         Stage::Plan,
         Stage::Modules,
         Stage::Network,
         Stage::Fetch,
+        Stage::Verify,
         Stage::Handoff,
     ];
 
@@ -48,6 +50,7 @@ impl Stage {
             Stage::Modules => "modules",
             Stage::Network => "network",
             Stage::Fetch => "fetch",
+            Stage::Verify => "verify",
             Stage::Handoff => "handoff",
         }
     }
@@ -475,7 +478,7 @@ fn apply(out: &mut Parsed, param: &Param, test_hooks: bool) -> Result<(), String
         "rd.break" => {
             plan.break_before = Some(match value {
                 None | Some("") => Stage::Handoff,
-                Some(v) => Stage::parse_break(v).ok_or("expected a stage name (early, plan, modules, network, fetch, handoff) or a dracut hook")?,
+                Some(v) => Stage::parse_break(v).ok_or("expected a stage name (early, plan, modules, network, fetch, verify, handoff) or a dracut hook")?,
             })
         }
         "rd.overlay" => plan.overlay = boolean(value)?,
@@ -1000,7 +1003,7 @@ mod tests {
             ),
             (
                 "rd.break=later",
-                "rd.break=later: expected a stage name (early, plan, modules, network, fetch, handoff) or a dracut hook",
+                "rd.break=later: expected a stage name (early, plan, modules, network, fetch, verify, handoff) or a dracut hook",
             ),
             (
                 "rd.driver.pre=a,,b",
