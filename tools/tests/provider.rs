@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use common::{Fixture, KERNEL_SIZE, TestCa, assert_ranged};
+use common::{Fixture, KERNEL_SIZE, assert_ranged};
 use phase_tools::serve::{RequestLog, Server, ServerHandle, TlsFiles};
+use phase_tools::testca::TestCa;
 
 fn serve(root: &Path, tls: Option<&TlsFiles>) -> (ServerHandle, Arc<Mutex<Vec<RequestLog>>>) {
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -186,7 +187,7 @@ fn serve_keeps_a_connection_alive_between_requests() {
 #[test]
 fn verify_passes_against_phase_serve_over_http_and_https() {
     let f = Fixture::new();
-    let ca = TestCa::new(f.dir.path());
+    let ca = TestCa::new(f.dir.path()).unwrap();
     let tls = TlsFiles {
         cert: ca.cert.clone(),
         key: ca.key.clone(),
@@ -215,7 +216,7 @@ fn verify_passes_against_phase_serve_over_http_and_https() {
 #[test]
 fn https_needs_the_ca_and_refuses_a_downgrade() {
     let f = Fixture::new();
-    let ca = TestCa::new(f.dir.path());
+    let ca = TestCa::new(f.dir.path()).unwrap();
     let tls = TlsFiles {
         cert: ca.cert.clone(),
         key: ca.key.clone(),
