@@ -12,6 +12,7 @@ pub mod cmd;
 pub mod debian;
 pub mod images;
 pub mod paths;
+pub mod provider;
 pub mod setup;
 pub mod vm;
 

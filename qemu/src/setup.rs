@@ -36,6 +36,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("zstd", "decompresses images for inspection"),
     ("file", "checks that the init is static"),
     ("busybox-static", "the shell in debug images"),
+    (
+        "ca-certificates",
+        "the CA bundle netboot images trust for HTTPS",
+    ),
     ("util-linux", "unshare, for the PID 1 reaper test"),
     ("iproute2", "network namespaces for host network tests"),
     (

@@ -1,5 +1,6 @@
 //! A certificate authority for tests and the QEMU scenarios: a CA and a
-//! server certificate for 127.0.0.1 and localhost, as PEM files. Only with
+//! server certificate for 127.0.0.1, localhost and 10.0.2.2 (the host as a
+//! QEMU user-network guest sees it), as PEM files. Only with
 //! the `test-ca` feature; nothing a user runs trusts it.
 
 use std::io;
@@ -33,9 +34,12 @@ impl TestCa {
         let issuer = Issuer::new(ca_params, ca_key);
 
         let server_key = KeyPair::generate().map_err(tls_error)?;
-        let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-                .map_err(tls_error)?;
+        let mut params = CertificateParams::new(vec![
+            "127.0.0.1".to_owned(),
+            "localhost".to_owned(),
+            "10.0.2.2".to_owned(),
+        ])
+        .map_err(tls_error)?;
         params
             .distinguished_name
             .push(DnType::CommonName, "phase test provider");
