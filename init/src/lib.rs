@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod cmdline;
+pub mod dhcp;
 pub mod early;
 pub mod event;
 #[macro_use]
@@ -16,6 +17,7 @@ pub mod plan;
 pub mod policy;
 pub mod reaper;
 pub mod sys;
+pub mod udp;
 
 /// An error and its sources as one line: `outer: inner: innermost`.
 pub fn error_chain(error: &dyn std::error::Error) -> String {

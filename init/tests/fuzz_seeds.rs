@@ -23,3 +23,10 @@ fn cmdline_corpus_parses_without_panic() {
         let _ = phase_init::plan::parse(&params, true);
     }
 }
+
+#[test]
+fn dhcp_corpus_parses_without_panic() {
+    for input in corpus("dhcp") {
+        phase_init::dhcp::fuzz_input(&input);
+    }
+}
