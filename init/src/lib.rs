@@ -12,6 +12,7 @@ pub mod event;
 #[macro_use]
 pub mod log;
 pub mod modules;
+pub mod netlink;
 pub mod pid1;
 pub mod plan;
 pub mod policy;

@@ -30,3 +30,16 @@ fn dhcp_corpus_parses_without_panic() {
         phase_init::dhcp::fuzz_input(&input);
     }
 }
+
+#[test]
+fn netlink_corpus_parses_without_panic() {
+    for input in corpus("netlink") {
+        if let Ok(replies) = phase_init::netlink::parse(&input) {
+            for reply in replies {
+                if let phase_init::netlink::Reply::Link { link, .. } = reply {
+                    let _ = (link.has_carrier(), link.is_ethernet(), link.mac_text());
+                }
+            }
+        }
+    }
+}
