@@ -11,8 +11,10 @@ pub mod early;
 pub mod event;
 #[macro_use]
 pub mod log;
+pub mod link;
 pub mod modules;
 pub mod netlink;
+pub mod network;
 pub mod pid1;
 pub mod plan;
 pub mod policy;

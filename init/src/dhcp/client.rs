@@ -523,6 +523,37 @@ mod tests {
     }
 
     #[test]
+    fn captured_nak_of_an_init_reboot_restarts() {
+        let nak = fixture("dnsmasq-nak-init-reboot.ip");
+        let xid = Message::parse(&nak).unwrap().xid;
+        let mut c = Client::new(
+            Config {
+                mac: MAC,
+                requested: Some(ip("10.1.1.1")),
+                hostname: None,
+            },
+            xid,
+            9,
+            Duration::ZERO,
+        );
+        assert_eq!(
+            c.poll_transmit(Duration::ZERO).unwrap().0,
+            MessageType::Request
+        );
+        assert_eq!(
+            c.handle(&nak, secs(0.01)),
+            Step::Restarted {
+                server: Some(ip("10.77.0.1")),
+                message: Some("wrong address".into())
+            }
+        );
+        assert_eq!(
+            c.poll_transmit(secs(0.01)).unwrap().0,
+            MessageType::Discover
+        );
+    }
+
+    #[test]
     fn an_unanswered_request_starts_over() {
         let mut c = client(None);
         c.poll_transmit(Duration::ZERO).unwrap();

@@ -667,6 +667,46 @@ mod tests {
         }
     }
 
+    #[test]
+    fn dnsmasq_replies_to_our_client_parse() {
+        // Captured on a veth pair: dnsmasq 2.90 answering the init's own
+        // client, which asks for option 121 (and so gets it, with the MTU).
+        let offer = Message::parse(&payload("dnsmasq-offer-routes.ip")).unwrap();
+        let ack = Message::parse(&payload("dnsmasq-ack-routes.ip")).unwrap();
+        assert_eq!(
+            (offer.kind, ack.kind),
+            (MessageType::Offer, MessageType::Ack)
+        );
+        assert_eq!(offer.xid, ack.xid);
+        for m in [&offer, &ack] {
+            let lease = m.lease().unwrap();
+            assert_eq!(lease.mtu, Some(1400));
+            assert_eq!(
+                lease.routes,
+                [
+                    Route {
+                        destination: ip("10.99.0.0"),
+                        prefix_len: 16,
+                        gateway: ip("10.77.0.254")
+                    },
+                    Route {
+                        destination: ip("0.0.0.0"),
+                        prefix_len: 0,
+                        gateway: ip("10.77.0.1")
+                    }
+                ]
+            );
+            assert_eq!(lease.effective_routes(), lease.routes);
+            assert_eq!(lease.gateway(), Some(ip("10.77.0.1")));
+        }
+        // An INIT-REBOOT REQUEST for an address on another network.
+        let nak = Message::parse(&payload("dnsmasq-nak-init-reboot.ip")).unwrap();
+        assert_eq!(nak.kind, MessageType::Nak);
+        assert_eq!(nak.server_id().unwrap(), Some(ip("10.77.0.1")));
+        assert_eq!(nak.server_message().as_deref(), Some("wrong address"));
+        assert!(nak.lease().is_err());
+    }
+
     /// A reply built by hand: BOOTP header, cookie, then `options` verbatim.
     fn reply(options: &[u8]) -> Vec<u8> {
         let mut m = vec![0u8; BOOTP_LEN];
