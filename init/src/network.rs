@@ -270,7 +270,8 @@ pub fn exchange(
             error,
         })?;
     let mut random = [0u8; 12];
-    sys::getrandom(&mut random).map_err(NetworkError::Random)?;
+    // Not secret, only different per machine; must not wait for the entropy pool.
+    sys::getrandom_insecure(&mut random).map_err(NetworkError::Random)?;
     let xid = u32::from_ne_bytes([random[0], random[1], random[2], random[3]]);
     let mut seed = [0u8; 8];
     seed.copy_from_slice(&random[4..]);
@@ -499,6 +500,18 @@ fn apply_static(
         naks: 0,
         retries: 0,
     })
+}
+
+/// Resolves a host name through the C library's resolver (musl reads
+/// resolv.conf), as the fetch stage will. Returns the addresses as text.
+pub fn resolve(host: &str, port: u16) -> io::Result<Vec<String>> {
+    use std::net::ToSocketAddrs;
+    let mut addrs: Vec<String> = (host, port)
+        .to_socket_addrs()?
+        .map(|a| a.ip().to_string())
+        .collect();
+    addrs.dedup();
+    Ok(addrs)
 }
 
 /// The resolv.conf text for a configuration: musl reads at most three

@@ -142,6 +142,20 @@ pub fn getrandom(buf: &mut [u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// [getrandom(2)](https://man7.org/linux/man-pages/man2/getrandom.2.html)
+/// with `GRND_INSECURE`: never blocks, even before the entropy pool is
+/// initialised (which takes about a second under QEMU's TCG). For values that
+/// must differ between machines but need not be secret, such as DHCP
+/// transaction ids and retransmission jitter.
+pub fn getrandom_insecure(buf: &mut [u8]) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        filled +=
+            rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::INSECURE)?;
+    }
+    Ok(())
+}
+
 /// [memfd_create(2)](https://man7.org/linux/man-pages/man2/memfd_create.2.html)
 /// with `MFD_CLOEXEC | MFD_ALLOW_SEALING`.
 pub fn memfd_create(name: &CStr) -> io::Result<OwnedFd> {
