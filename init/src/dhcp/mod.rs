@@ -707,6 +707,61 @@ mod tests {
         assert!(nak.lease().is_err());
     }
 
+    #[test]
+    fn qemu_user_network_replies_parse() {
+        // Captured with QEMU's filter-dump on `-netdev user` while the init
+        // booted: slirp's OFFER and ACK to the init's own client.
+        for (name, kind) in [
+            ("qemu-slirp-offer.ip", MessageType::Offer),
+            ("qemu-slirp-ack.ip", MessageType::Ack),
+        ] {
+            let m = Message::parse(&payload(name)).unwrap();
+            assert_eq!(m.kind, kind, "{name}");
+            let lease = m.lease().unwrap();
+            assert_eq!(lease.address, ip("10.0.2.15"), "{name}");
+            assert_eq!(lease.prefix_len, 24);
+            assert_eq!(lease.server, ip("10.0.2.2"));
+            assert_eq!(lease.gateway(), Some(ip("10.0.2.2")));
+            assert_eq!(lease.dns, [ip("10.0.2.3")]);
+            assert_eq!(lease.lease_secs, 86400);
+        }
+    }
+
+    #[test]
+    fn captured_requests_are_what_encode_writes() {
+        // The init's DISCOVER and REQUEST as QEMU saw them on the wire: the
+        // codec and the IPv4/UDP framing reproduce them byte for byte.
+        for (name, kind) in [
+            ("phase-discover.ip", MessageType::Discover),
+            ("phase-request.ip", MessageType::Request),
+        ] {
+            let wire = fixture(name);
+            let m = Message::parse(&payload(name)).unwrap();
+            assert_eq!(m.kind, kind);
+            let addr = |c: u8| m.options.get(&c).map(|d| ipv4(d, 0));
+            let mut mac = [0u8; 6];
+            mac.copy_from_slice(&m.chaddr[..6]);
+            let bytes = Outgoing {
+                kind,
+                xid: m.xid,
+                secs: m.secs,
+                mac,
+                requested: addr(code::REQUESTED_IP),
+                server: addr(code::SERVER_ID),
+                hostname: None,
+            }
+            .encode();
+            let packet = crate::udp::encode(
+                Ipv4Addr::UNSPECIFIED,
+                Ipv4Addr::BROADCAST,
+                CLIENT_PORT,
+                SERVER_PORT,
+                &bytes,
+            );
+            assert_eq!(packet, wire, "{name}");
+        }
+    }
+
     /// A reply built by hand: BOOTP header, cookie, then `options` verbatim.
     fn reply(options: &[u8]) -> Vec<u8> {
         let mut m = vec![0u8; BOOTP_LEN];
