@@ -4,6 +4,8 @@
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+#[cfg(feature = "test-hooks")]
+pub mod bench;
 pub mod clock;
 pub mod cmdline;
 pub mod dhcp;

@@ -49,7 +49,7 @@ fn run_stage<T>(
         break_to_shell(stage);
     }
     #[cfg(feature = "test-hooks")]
-    if plan.test_panic == Some(stage) {
+    if plan.is_some_and(|p| p.test_panic == Some(stage)) {
         panic!("test hook: injected panic at the start of stage {stage}");
     }
     let start = Instant::now();
@@ -105,6 +105,10 @@ pub fn main() -> ! {
     };
 
     ready(&plan, &image, &loaded, net.as_ref());
+    #[cfg(feature = "test-hooks")]
+    if let Some(rounds) = plan.test_bench_dhcp {
+        bench_dhcp(net.as_ref(), rounds);
+    }
     if plan.report {
         report();
     }
@@ -373,6 +377,19 @@ fn ready(plan: &BootPlan, image: &ImageInfo, loaded: &[modules::Loaded], net: Op
             "plan": plan,
         }),
     );
+}
+
+/// `phase.test.bench=dhcp:N`: time the DHCP clients, then power off.
+#[cfg(feature = "test-hooks")]
+fn bench_dhcp(net: Option<&Configured>, rounds: u32) -> ! {
+    let result = match net {
+        Some(c) => crate::bench::dhcp(&c.interface, rounds),
+        None => Err("the network stage did not run (give rd.neednet=1)".into()),
+    };
+    match result {
+        Ok(()) => policy::finish(RebootCommand::PowerOff, "power off"),
+        Err(e) => policy::fail(Failure::new(Stage::Network, format!("DHCP benchmark: {e}"))),
+    }
 }
 
 /// Report mode: say what booted and power off. The second stage of a netboot

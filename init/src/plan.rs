@@ -355,6 +355,11 @@ pub struct BootPlan {
     /// `phase.test.panic=STAGE` (test builds only): panic at the start of a stage.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_panic: Option<Stage>,
+    /// `phase.test.bench=dhcp:ROUNDS` (test builds only): after the network
+    /// stage, time ROUNDS DHCP exchanges of the init's client and of busybox
+    /// udhcpc, alternating, then power off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_bench_dhcp: Option<u32>,
 }
 
 fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -391,6 +396,7 @@ impl Default for BootPlan {
             report: false,
             quiet: false,
             test_panic: None,
+            test_bench_dhcp: None,
         }
     }
 }
@@ -433,6 +439,7 @@ const PHASE_KEYS: &[&str] = &[
     "phase.timeout",
     "phase.report",
     "phase.test.panic",
+    "phase.test.bench",
 ];
 const RD_KEYS: &[&str] = &[
     "rd.neednet",
@@ -509,6 +516,17 @@ fn apply(out: &mut Parsed, param: &Param, test_hooks: bool) -> Result<(), String
         }
         "phase.test.panic" => out.warnings.push(Warning(
             "phase.test.panic is honoured only by test builds of the init (ignored)".into(),
+        )),
+        "phase.test.bench" if test_hooks => {
+            let rounds = required(value)?
+                .strip_prefix("dhcp:")
+                .and_then(|n| n.parse::<u32>().ok())
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or("expected dhcp:ROUNDS with ROUNDS from 1 to 1000")?;
+            plan.test_bench_dhcp = Some(rounds);
+        }
+        "phase.test.bench" => out.warnings.push(Warning(
+            "phase.test.bench is honoured only by test builds of the init (ignored)".into(),
         )),
         "ip" => plan.ip = parse_ip(required(value)?)?,
         "rd.neednet" => plan.need_net = boolean(value)?,
@@ -1193,6 +1211,18 @@ mod tests {
         let test = parse(&params, true);
         assert_eq!(test.plan.test_panic, Some(Stage::Modules));
         assert!(test.warnings.is_empty());
+
+        let params = split(b"phase.test.bench=dhcp:20 phase.report");
+        assert_eq!(parse(&params, false).plan.test_bench_dhcp, None);
+        assert_eq!(parse(&params, true).plan.test_bench_dhcp, Some(20));
+        for bad in [
+            "phase.test.bench=dhcp:0",
+            "phase.test.bench=dns:3",
+            "phase.test.bench",
+        ] {
+            let parsed = parse(&split(bad.as_bytes()), true);
+            assert_eq!(parsed.errors.len(), 1, "{bad}");
+        }
     }
 
     #[test]
