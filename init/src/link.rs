@@ -264,17 +264,20 @@ pub struct Chosen {
 /// carrier. The interface must appear within `iflink`; once it has, carrier
 /// must come within `carrier`. With [`Choice::FirstWithCarrier`] every
 /// Ethernet link is set up and the lowest-numbered one with carrier wins.
+/// `say` hears once when the wait for the interface, and for carrier, begins.
 pub fn bring_up(
     nl: &mut Netlink,
     choice: &Choice,
     iflink: Duration,
     carrier: Duration,
+    say: &mut dyn FnMut(&str),
 ) -> Result<Chosen, LinkError> {
     // Subscribe before the first dump, so a change in between still wakes us.
     let mut watch = Watch::open()?;
     let start = Instant::now();
     let mut appeared: Option<Instant> = None;
     let mut lo_done = false;
+    let (mut said_iflink, mut said_carrier) = (false, false);
     loop {
         let links = nl.links()?;
         if !lo_done && let Some(lo) = links.iter().find(|l| l.name == "lo" && !l.is_up()) {
@@ -303,6 +306,14 @@ pub fn bring_up(
                     seen: links.iter().map(|l| l.name.clone()).collect(),
                 });
             }
+            if !said_iflink {
+                said_iflink = true;
+                say(&format!(
+                    "waiting up to {} s for a network interface {}",
+                    iflink.as_secs(),
+                    choice.describe()
+                ));
+            }
             deadline
         } else {
             let first = *appeared.get_or_insert(now);
@@ -312,6 +323,15 @@ pub fn bring_up(
                     names: candidates.iter().map(|l| l.name.clone()).collect(),
                     budget: carrier,
                 });
+            }
+            if !said_carrier && now > first {
+                said_carrier = true;
+                let names: Vec<&str> = candidates.iter().map(|l| l.name.as_str()).collect();
+                say(&format!(
+                    "waiting up to {} s for carrier on {}",
+                    carrier.as_secs(),
+                    names.join(", ")
+                ));
             }
             deadline
         };

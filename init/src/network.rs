@@ -205,6 +205,7 @@ fn attempt(
         &choice,
         plan.net_timeout.iflink,
         plan.net_timeout.carrier,
+        say,
     )?;
     let link = chosen.link;
     say(&format!(

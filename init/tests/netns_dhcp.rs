@@ -8,7 +8,7 @@
 //! Needs root, iproute2, util-linux `unshare` and `/usr/sbin/dnsmasq`; without
 //! them each test says so and does nothing else.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -203,6 +203,17 @@ impl Net {
     /// kernel command line). A watchdog kills it if it outlives `limit`,
     /// so a hang fails the test instead of stalling it.
     fn netstage(&self, params: &str, limit: Duration) -> Outcome {
+        self.netstage_watching(params, limit, &mut |_| {})
+    }
+
+    /// Like [`Net::netstage`], calling `on_line` with each line it logs as
+    /// it logs it, so the test can act on what the stage is doing.
+    fn netstage_watching(
+        &self,
+        params: &str,
+        limit: Duration,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Outcome {
         let resolv_conf = self.dir.join("resolv.conf");
         let _ = std::fs::remove_file(&resolv_conf);
         let params = params.replace("IFACE", &self.client_if);
@@ -232,12 +243,14 @@ impl Net {
             false
         });
         let mut stderr = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
+        for line in BufReader::new(child.stderr.take().unwrap())
+            .lines()
+            .map_while(Result::ok)
+        {
+            on_line(&line);
+            stderr.push_str(&line);
+            stderr.push('\n');
+        }
         let status = child.wait().unwrap();
         let _ = done_tx.send(());
         let killed_by_watchdog = watchdog.join().unwrap();
@@ -502,5 +515,48 @@ fn no_link_and_no_carrier_take_the_policy() {
             "power off (phase.onfail=poweroff)",
             libc::SIGINT,
         );
+    }
+}
+
+#[test]
+fn carrier_that_comes_late_is_waited_for() {
+    require_tools!();
+    // (parameters, the line after which the server end comes up, retries)
+    let table: &[(&str, &str, u64)] = &[
+        // Within the carrier budget: the same attempt goes on.
+        (
+            "ip=IFACE:dhcp rd.net.timeout.carrier=60 phase.onfail=poweroff",
+            "waiting up to 60 s for carrier on IFACE",
+            0,
+        ),
+        // Past it: the attempt fails and the stage tries again (rd.retry).
+        (
+            "ip=IFACE:dhcp rd.net.timeout.carrier=1 rd.retry=60 phase.onfail=poweroff",
+            "no carrier on IFACE within rd.net.timeout.carrier=1 s; retrying",
+            1,
+        ),
+    ];
+    for (params, trigger, retries) in table {
+        let mut net = Net::new(false);
+        net.start_dnsmasq(FULL_OPTIONS);
+        let trigger = trigger.replace("IFACE", &net.client_if);
+        let (ns, server_if) = (net.server_ns.clone(), net.server_if.clone());
+        let mut raised = false;
+        let out = net.netstage_watching(params, Duration::from_secs(120), &mut |line| {
+            if !raised && line.contains(&trigger) {
+                raised = true;
+                run(&["ip", "-n", &ns, "link", "set", &server_if, "up"]);
+            }
+        });
+        assert!(raised, "never saw {trigger:?}:\n{}", out.stderr);
+        assert!(
+            out.status.success(),
+            "{params}: {}\n{}",
+            out.status,
+            out.stderr
+        );
+        let n = &out.event("stage")["network"];
+        assert_eq!(n["retries"], *retries, "{params}");
+        assert!(n["address"].as_str().unwrap().starts_with("10.77.0."));
     }
 }
