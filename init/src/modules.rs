@@ -198,17 +198,18 @@ pub fn load(
         .filter(|w| !blacklist.contains(w))
         .collect();
     let mut loaded = Vec::new();
-    for entry in index.load_order(&names)? {
+    let order = index.load_order(&names)?;
+    for (i, entry) in order.iter().enumerate() {
         if blacklist.contains(&entry.name) {
             continue;
         }
+        // Named, or needed by a module later in this same order.
         let reason = wanted
             .iter()
             .find(|(n, _)| *n == entry.name)
             .map(|(_, r)| r.clone())
             .or_else(|| {
-                index
-                    .modules
+                order[i + 1..]
                     .iter()
                     .find(|m| {
                         m.depends.contains(&entry.name) || m.softdep_pre.contains(&entry.name)
