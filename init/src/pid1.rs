@@ -176,10 +176,11 @@ fn plan_stage(image: &ImageInfo) -> Result<Done<BootPlan>, Failure> {
     let plan = parsed.plan;
     // Honour the policy the user asked for even when other keys are malformed.
     policy::configure(plan.onfail, image.shell);
+    let mut warnings: Vec<String> = parsed.warnings.iter().map(ToString::to_string).collect();
     if plan.shell && !image.shell {
-        warn!("rd.shell refused: this image was built without a shell");
+        warnings.push("rd.shell refused: this image was built without a shell".into());
     }
-    for w in &parsed.warnings {
+    for w in &warnings {
         warn!("{w}");
     }
     if !parsed.errors.is_empty() {
@@ -211,7 +212,6 @@ fn plan_stage(image: &ImageInfo) -> Result<Done<BootPlan>, Failure> {
         plan.onfail,
         plan.timeout.as_secs()
     );
-    let warnings: Vec<String> = parsed.warnings.iter().map(ToString::to_string).collect();
     let fields = json!({ "plan": &plan, "warnings": warnings });
     Ok(done(plan, summary.to_lowercase(), fields))
 }

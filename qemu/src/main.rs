@@ -1,0 +1,312 @@
+//! `cargo xtask`: Phase Boot's two commands for a newcomer, and the steps
+//! behind them.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use xtask::artifacts::{self, Variant};
+use xtask::vm::{Vm, VmSpec};
+use xtask::{Arch, cmd, paths, setup};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Build, boot and test Phase Boot under QEMU (TCG)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing: Debian packages, the arm64 dpkg architecture,
+    /// Rust musl targets. Idempotent.
+    Setup,
+    /// Cross-build the static init for an architecture.
+    BuildInit {
+        #[arg(long)]
+        arch: Arch,
+        /// Build with the test-only hooks (phase.test.panic=).
+        #[arg(long)]
+        test_hooks: bool,
+    },
+    /// Build the init and pack an initramfs for an architecture.
+    Initramfs {
+        #[arg(long)]
+        arch: Arch,
+        /// A spec under initramfs/ (netboot, debug, …).
+        #[arg(long, default_value = "netboot")]
+        spec: String,
+        #[arg(long)]
+        test_hooks: bool,
+    },
+    /// The main job on x86_64: build, fetch a Debian kernel, pack, boot under
+    /// QEMU and report each stage.
+    #[command(name = "qemu-x86_64")]
+    QemuX86_64(BootArgs),
+    /// The main job on aarch64.
+    #[command(name = "qemu-aarch64")]
+    QemuAarch64(BootArgs),
+    /// Every test: format and lint checks, unit, golden and reference-tool
+    /// tests, the PID 1 reaper test, and the QEMU scenarios on both arches.
+    Test {
+        /// Only run QEMU scenarios whose name contains one of these.
+        filters: Vec<String>,
+        /// Skip the QEMU scenarios.
+        #[arg(long)]
+        no_qemu: bool,
+    },
+    /// Run a fuzz target with cargo-fuzz (nightly) for a while.
+    Fuzz {
+        /// cmdline, modinfo, modindex, …; all targets when omitted.
+        target: Option<String>,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+}
+
+#[derive(clap::Args)]
+struct BootArgs {
+    /// Extra kernel parameters.
+    #[arg(long, default_value = "")]
+    cmdline: String,
+    /// The initramfs spec to boot.
+    #[arg(long, default_value = "netboot")]
+    spec: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Setup => setup::ensure_all().map(|()| eprintln!("setup: everything is installed")),
+        Cmd::BuildInit { arch, test_hooks } => build_init(arch, test_hooks),
+        Cmd::Initramfs {
+            arch,
+            spec,
+            test_hooks,
+        } => initramfs(arch, &spec, test_hooks),
+        Cmd::QemuX86_64(args) => boot(Arch::X86_64, &args),
+        Cmd::QemuAarch64(args) => boot(Arch::Aarch64, &args),
+        Cmd::Test { filters, no_qemu } => test(&filters, no_qemu),
+        Cmd::Fuzz { target, seconds } => fuzz(target.as_deref(), seconds),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn variant(test_hooks: bool) -> Variant {
+    if test_hooks {
+        Variant::TestHooks
+    } else {
+        Variant::Release
+    }
+}
+
+fn build_init(arch: Arch, test_hooks: bool) -> Result<()> {
+    setup::ensure_rust_targets()?;
+    let init = artifacts::init(arch, variant(test_hooks))?;
+    describe_init(&init)
+}
+
+fn describe_init(init: &std::path::Path) -> Result<()> {
+    let size = std::fs::metadata(init)?.len();
+    let kind = cmd::output(Command::new("file").arg("-b").arg(init)).unwrap_or_default();
+    eprintln!("init: {} ({size} bytes): {}", init.display(), kind.trim());
+    Ok(())
+}
+
+fn initramfs(arch: Arch, spec: &str, test_hooks: bool) -> Result<()> {
+    setup::ensure_all()?;
+    let bundle = artifacts::bundle(arch, spec, variant(test_hooks))?;
+    eprintln!(
+        "initramfs: {} ({} bytes) for kernel {}",
+        bundle.initrd.display(),
+        std::fs::metadata(&bundle.initrd)?.len(),
+        bundle.kernel.release
+    );
+    Ok(())
+}
+
+/// Step banner.
+fn step(text: &str) {
+    eprintln!("==> {text}");
+}
+
+fn boot(arch: Arch, args: &BootArgs) -> Result<()> {
+    let started = Instant::now();
+    step("setup");
+    setup::ensure_all()?;
+    step(&format!("kernel for {arch}"));
+    let kernel = artifacts::kernel(arch)?;
+    eprintln!("kernel: {} ({})", kernel.release, kernel.image.display());
+    step(&format!("init for {arch}"));
+    let bundle = artifacts::bundle(arch, &args.spec, Variant::Release)?;
+    describe_init(&bundle.init)?;
+    eprintln!(
+        "initramfs: {} ({} bytes)",
+        bundle.initrd.display(),
+        std::fs::metadata(&bundle.initrd)?.len()
+    );
+    step(&format!("boot {arch} under QEMU (TCG)"));
+    let append = format!("phase.report {}", args.cmdline);
+    let spec = VmSpec::direct(
+        format!("qemu-{arch}"),
+        arch,
+        &bundle.kernel.image,
+        &bundle.initrd,
+        append,
+    );
+    let mut vm = Vm::start(&spec)?;
+    let ready = vm.wait_event("ready", Duration::from_secs(120))?;
+    let report = vm.wait_event("report", Duration::from_secs(30))?;
+    vm.expect_clean_exit(Duration::from_secs(30))?;
+    eprintln!();
+    eprintln!("{arch}: stages (from the init's events; t = time since kernel start)");
+    for event in vm.events().iter().filter(|e| e["event"] == "stage") {
+        eprintln!(
+            "  {:<9} {:>6} ms   t = {:>6} ms",
+            event["stage"].as_str().unwrap_or("?"),
+            event["ms"].as_u64().unwrap_or(0),
+            event["t_ms"].as_u64().unwrap_or(0)
+        );
+    }
+    eprintln!(
+        "  {:<9} {:>9}   t = {:>6} ms   kernel {}",
+        "ready",
+        "",
+        ready["t_ms"].as_u64().unwrap_or(0),
+        ready["kernel"].as_str().unwrap_or("?")
+    );
+    eprintln!("  report: {}", report["cmdline"].as_str().unwrap_or(""));
+    eprintln!(
+        "{arch}: booted to ready and powered off; QEMU wall time {:.1} s, whole command {:.1} s",
+        vm.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(paths::root());
+    c
+}
+
+fn test(filters: &[String], no_qemu: bool) -> Result<()> {
+    let started = Instant::now();
+    let mut timings: Vec<(String, Duration)> = Vec::new();
+    let mut timed = |name: &str, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+        step(name);
+        let t = Instant::now();
+        f().with_context(|| format!("step {name:?} failed"))?;
+        timings.push((name.to_owned(), t.elapsed()));
+        Ok(())
+    };
+    timed("setup", &mut || setup::ensure_all())?;
+    timed("format check", &mut || {
+        cmd::run(cargo().args(["fmt", "--all", "--", "--check"]))
+    })?;
+    timed("clippy", &mut || {
+        cmd::run(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--quiet",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
+    // Real Debian module trees for mkimage's closure tests.
+    let mut kernels = Vec::new();
+    timed("test kernels", &mut || {
+        for arch in Arch::ALL {
+            kernels.push(artifacts::kernel(arch)?);
+        }
+        Ok(())
+    })?;
+    timed("unit, golden and reference-tool tests", &mut || {
+        let mut c = cargo();
+        c.args(["test", "--workspace", "--exclude", "phase-scenarios", "--quiet"]);
+        for k in &kernels {
+            c.env(
+                format!("PHASE_TEST_KERNEL_TREE_{}", k.arch.name().to_uppercase()),
+                &k.tree,
+            );
+        }
+        cmd::run(&mut c)
+    })?;
+    if !no_qemu {
+        timed("inits and images for both arches", &mut || {
+            for arch in Arch::ALL {
+                for v in [Variant::Release, Variant::TestHooks] {
+                    artifacts::bundle(arch, "netboot", v)?;
+                }
+            }
+            Ok(())
+        })?;
+        timed("QEMU scenarios", &mut || {
+            let mut c = cargo();
+            c.args(["test", "--package", "phase-scenarios", "--quiet", "--"]);
+            c.args(["--test-threads", "2"]);
+            c.args(filters);
+            cmd::run(&mut c)
+        })?;
+    }
+    eprintln!();
+    eprintln!(
+        "all tests passed in {:.0} s:",
+        started.elapsed().as_secs_f64()
+    );
+    for (name, t) in &timings {
+        eprintln!("  {:>6.1} s  {name}", t.as_secs_f64());
+    }
+    Ok(())
+}
+
+fn fuzz(target: Option<&str>, seconds: u64) -> Result<()> {
+    let fuzz_dir: PathBuf = paths::root().join("fuzz");
+    if cmd::output(Command::new("cargo").args(["+nightly", "fuzz", "--version"])).is_err() {
+        eprintln!("fuzz: installing cargo-fuzz (nightly)");
+        cmd::run(Command::new("cargo").args(["+nightly", "install", "cargo-fuzz", "--locked"]))?;
+    }
+    let targets: Vec<String> = match target {
+        Some(t) => vec![t.to_owned()],
+        None => cmd::output(
+            Command::new("cargo")
+                .args(["+nightly", "fuzz", "list"])
+                .current_dir(&fuzz_dir),
+        )?
+        .lines()
+        .map(str::to_owned)
+        .collect(),
+    };
+    if targets.is_empty() {
+        bail!("no fuzz targets in {}", fuzz_dir.display());
+    }
+    for t in targets {
+        cmd::run(
+            Command::new("cargo")
+                .args([
+                    "+nightly",
+                    "fuzz",
+                    "run",
+                    &t,
+                    "--",
+                    &format!("-max_total_time={seconds}"),
+                ])
+                .current_dir(&fuzz_dir),
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! `cargo xtask setup`: installs what the build and the tests need, and says
+//! what it installs. Idempotent: a second run finds everything present and
+//! prints one line.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Result, bail};
+
+use crate::cmd;
+
+/// Debian packages, each with the reason it is needed.
+pub const PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86", "boots x86_64 test VMs"),
+    ("qemu-system-arm", "boots aarch64 test VMs"),
+    ("qemu-utils", "qemu-img, the qcow2 referee"),
+    ("ovmf", "UEFI firmware for x86_64 VMs"),
+    ("qemu-efi-aarch64", "UEFI firmware (AAVMF) for aarch64 VMs"),
+    (
+        "musl-tools",
+        "C compiler for ring on x86_64-unknown-linux-musl",
+    ),
+    (
+        "gcc-aarch64-linux-gnu",
+        "C compiler for ring on aarch64-unknown-linux-musl",
+    ),
+    (
+        "libc6-dev-arm64-cross",
+        "headers for the aarch64 C compiler",
+    ),
+    ("cpio", "referee: reads back our cpio archives"),
+    (
+        "libarchive-tools",
+        "referee: bsdtar reads back our archives",
+    ),
+    ("zstd", "decompresses images for inspection"),
+    ("file", "checks that the init is static"),
+    ("busybox-static", "the shell in debug images"),
+    ("util-linux", "unshare, for the PID 1 reaper test"),
+    ("iproute2", "network namespaces for host network tests"),
+];
+
+static APT_UPDATED: AtomicBool = AtomicBool::new(false);
+
+fn is_root() -> bool {
+    cmd::output(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim() == "0")
+}
+
+/// Runs `apt-get update` once per process.
+pub fn apt_update() -> Result<()> {
+    if !APT_UPDATED.swap(true, Ordering::SeqCst) {
+        cmd::run(Command::new("apt-get").args(["update", "-q"]))?;
+    }
+    Ok(())
+}
+
+/// Whether a package (optionally `name:arch`) is installed.
+pub fn installed(package: &str) -> bool {
+    cmd::output(Command::new("dpkg-query").args(["-W", "-f=${db:Status-Status}", package]))
+        .is_ok_and(|s| s.trim() == "installed")
+}
+
+/// Installs the missing ones of `packages`, printing what and why.
+pub fn ensure_packages(packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&(&str, &str)> = packages.iter().filter(|(p, _)| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    for (package, why) in &missing {
+        eprintln!("setup: installing {package} ({why})");
+    }
+    if !is_root() {
+        let names: Vec<&str> = missing.iter().map(|(p, _)| *p).collect();
+        bail!(
+            "these Debian packages are missing and installing them needs root: sudo apt-get install {}",
+            names.join(" ")
+        );
+    }
+    apt_update()?;
+    let mut apt = Command::new("apt-get");
+    apt.env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(missing.iter().map(|(p, _)| *p));
+    cmd::run(&mut apt)
+}
+
+/// Adds Debian's arm64 architecture so arm64 kernels and tools can be
+/// downloaded (not installed) with apt-get download.
+pub fn ensure_arm64_architecture() -> Result<()> {
+    let foreign = cmd::output(Command::new("dpkg").arg("--print-foreign-architectures"))?;
+    if foreign.lines().any(|a| a.trim() == "arm64") {
+        return Ok(());
+    }
+    eprintln!("setup: adding the arm64 architecture to dpkg (for arm64 test kernels)");
+    cmd::run(Command::new("dpkg").args(["--add-architecture", "arm64"]))?;
+    APT_UPDATED.store(false, Ordering::SeqCst);
+    apt_update()
+}
+
+/// Installs the Rust musl targets. rust-toolchain.toml lists them, but with
+/// RUSTUP_AUTO_INSTALL=0 rustup does not add them by itself.
+pub fn ensure_rust_targets() -> Result<()> {
+    let installed = cmd::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    for target in crate::Arch::ALL.map(|a| a.musl_target()) {
+        if !installed.lines().any(|l| l.trim() == target) {
+            eprintln!("setup: adding Rust target {target}");
+            cmd::run(Command::new("rustup").args(["target", "add", target]))?;
+        }
+    }
+    Ok(())
+}
+
+/// Everything: packages, architectures, Rust targets.
+pub fn ensure_all() -> Result<()> {
+    ensure_packages(PACKAGES)?;
+    ensure_arm64_architecture()?;
+    ensure_rust_targets()
+}

@@ -1,0 +1,63 @@
+//! Shared helpers for the QEMU scenarios.
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use serde_json::Value;
+use xtask::Arch;
+use xtask::artifacts::{self, Variant};
+use xtask::vm::{Vm, VmSpec};
+
+/// Generous for TCG with two VMs on two cores; scaled by PHASE_TIMEOUT_SCALE.
+pub const BOOT: Duration = Duration::from_secs(180);
+pub const SHORT: Duration = Duration::from_secs(60);
+
+/// Boots the netboot image of `variant` directly with `append`.
+pub fn boot(arch: Arch, name: &str, variant: Variant, append: &str) -> Result<Vm> {
+    boot_with(arch, name, variant, append, |_| {})
+}
+
+/// Like [`boot`], with a chance to adjust the VM first.
+pub fn boot_with(
+    arch: Arch,
+    name: &str,
+    variant: Variant,
+    append: &str,
+    adjust: impl FnOnce(&mut VmSpec),
+) -> Result<Vm> {
+    let bundle = artifacts::bundle(arch, "netboot", variant)?;
+    let mut spec = VmSpec::direct(
+        format!("{name}-{arch}"),
+        arch,
+        &bundle.kernel.image,
+        &bundle.initrd,
+        append,
+    );
+    adjust(&mut spec);
+    Vm::start(&spec)
+}
+
+/// The `stage` events seen so far, by name, in order.
+pub fn stages(vm: &Vm) -> Vec<String> {
+    vm.events()
+        .iter()
+        .filter(|e| e["event"] == "stage")
+        .filter_map(|e| e["stage"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Fails with the VM's console unless `cond` holds.
+pub fn check(vm: &Vm, cond: bool, what: &str) -> Result<()> {
+    if cond { Ok(()) } else { Err(vm.failure(what)) }
+}
+
+/// Asserts a JSON string field contains `needle`.
+pub fn contains(value: &Value, needle: &str) -> Result<()> {
+    let text = value.as_str().unwrap_or_default();
+    ensure!(
+        text.contains(needle),
+        "{text:?} does not contain {needle:?}"
+    );
+    Ok(())
+}

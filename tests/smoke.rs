@@ -1,0 +1,245 @@
+//! Smoke scenarios on both arches: the init boots to ready with the parsed
+//! plan, reports malformed command lines, follows each failure policy, and
+//! survives an injected panic the way PID 1 must.
+
+use anyhow::Result;
+use phase_scenarios::{BOOT, SHORT, boot, boot_with, check, contains, stages};
+use serde_json::json;
+use xtask::Arch;
+use xtask::artifacts::Variant;
+
+/// Boots to ready with the plan from the command line in the event, then
+/// reports and powers off.
+fn boots_to_ready(arch: Arch) -> Result<()> {
+    let mut vm = boot(
+        arch,
+        "ready",
+        Variant::Release,
+        "phase.report phase.channel=smoke phase.onfail=poweroff phase.color=blue",
+    )?;
+    let ready = vm.wait_event("ready", BOOT)?;
+    check(
+        &vm,
+        ready["arch"] == arch.name(),
+        "ready names the wrong arch",
+    )?;
+    check(
+        &vm,
+        ready["plan"]["channel"] == "smoke",
+        "the plan lacks phase.channel=smoke",
+    )?;
+    check(
+        &vm,
+        ready["plan"]["onfail"] == json!({"action": "poweroff"}),
+        "the plan lacks phase.onfail",
+    )?;
+    check(
+        &vm,
+        ready["plan"]["report"] == true,
+        "the plan lacks phase.report",
+    )?;
+    check(
+        &vm,
+        stages(&vm) == ["early", "plan", "modules"],
+        "stages out of order",
+    )?;
+    let plan_event = vm
+        .events()
+        .iter()
+        .find(|e| e["stage"] == "plan")
+        .cloned()
+        .unwrap_or_default();
+    contains(&plan_event["warnings"][0], "unknown key phase.color")?;
+    let modules = vm
+        .events()
+        .iter()
+        .find(|e| e["stage"] == "modules")
+        .cloned()
+        .unwrap_or_default();
+    let loaded: Vec<&str> = modules["loaded"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    check(
+        &vm,
+        loaded.contains(&"virtio_console"),
+        "virtio_console was not loaded",
+    )?;
+    let report = vm.wait_event("report", SHORT)?;
+    contains(&report["cmdline"], "phase.channel=smoke")?;
+    vm.wait_event_where("power off", SHORT, |e| {
+        e["event"] == "power" && e["action"] == "power off"
+    })?;
+    vm.expect_clean_exit(SHORT)
+}
+
+/// A malformed value is named with its key, and the default policy (reboot
+/// after a visible 10 s countdown) follows.
+fn malformed_cmdline_reboots(arch: Arch) -> Result<()> {
+    let mut vm = boot(arch, "malformed", Variant::Release, "phase.timeout=soon")?;
+    let failure = vm.wait_event("failure", BOOT)?;
+    check(
+        &vm,
+        failure["stage"] == "plan",
+        "the failure is not in the plan stage",
+    )?;
+    contains(
+        &failure["error"],
+        "phase.timeout=soon: expected a whole number of seconds",
+    )?;
+    check(
+        &vm,
+        failure["policy"] == json!({"action": "reboot", "delay_s": 10}),
+        "not the default reboot policy",
+    )?;
+    vm.wait_event_where("reboot", SHORT, |e| {
+        e["event"] == "power" && e["action"] == "reboot"
+    })?;
+    vm.expect_clean_exit(SHORT)?;
+    check(
+        &vm,
+        vm.console_contains("rebooting in 10 s"),
+        "no visible countdown",
+    )?;
+    check(
+        &vm,
+        vm.console_contains("======== boot failed ========"),
+        "no failure report",
+    )
+}
+
+/// phase.onfail=poweroff powers the VM off when there is nothing to boot.
+fn poweroff_policy(arch: Arch) -> Result<()> {
+    let mut vm = boot(arch, "poweroff", Variant::Release, "phase.onfail=poweroff")?;
+    let failure = vm.wait_event("failure", BOOT)?;
+    check(
+        &vm,
+        failure["stage"] == "handoff",
+        "the failure is not in the handoff stage",
+    )?;
+    contains(&failure["error"], "nothing to boot")?;
+    vm.wait_event_where("power off", SHORT, |e| {
+        e["event"] == "power" && e["action"] == "power off"
+    })?;
+    vm.expect_clean_exit(SHORT)
+}
+
+/// phase.onfail=halt stops the machine without powering it off.
+fn halt_policy(arch: Arch) -> Result<()> {
+    let mut vm = boot(arch, "halt", Variant::Release, "phase.onfail=halt")?;
+    vm.wait_event_where("halt", BOOT, |e| {
+        e["event"] == "power" && e["action"] == "halt"
+    })?;
+    // The kernel confirms on the console; QEMU keeps running, so stop it.
+    vm.wait_console("reboot: System halted", SHORT)?;
+    vm.kill()
+}
+
+/// A panic in PID 1 (test build only) is logged on the console and the
+/// policy is followed instead of the kernel's "Attempted to kill init".
+fn panic_is_logged_and_policy_taken(arch: Arch) -> Result<()> {
+    let mut vm = boot(
+        arch,
+        "panic",
+        Variant::TestHooks,
+        "phase.report phase.test.panic=modules phase.onfail=reboot:0",
+    )?;
+    let panic = vm.wait_event("panic", BOOT)?;
+    contains(
+        &panic["message"],
+        "injected panic at the start of stage modules",
+    )?;
+    let failure = vm.wait_event("failure", SHORT)?;
+    check(
+        &vm,
+        failure["stage"] == "modules",
+        "the failure does not name the stage",
+    )?;
+    vm.wait_event_where("reboot", SHORT, |e| {
+        e["event"] == "power" && e["action"] == "reboot"
+    })?;
+    vm.expect_clean_exit(SHORT)?;
+    check(
+        &vm,
+        vm.console_contains("init panicked"),
+        "the panic message is not on the console",
+    )?;
+    check(
+        &vm,
+        !vm.console_contains("Attempted to kill init"),
+        "PID 1 exited",
+    )
+}
+
+/// With the RTC in 2001 the clock is raised to the image's build time; the
+/// release image refuses rd.shell.
+fn clock_floor_and_no_shell(arch: Arch) -> Result<()> {
+    let mut vm = boot_with(
+        arch,
+        "clock",
+        Variant::Release,
+        "phase.report rd.shell phase.onfail=poweroff",
+        |spec| {
+            spec.rtc_base = Some("2001-01-01T00:00:00".into());
+        },
+    )?;
+    let ready = vm.wait_event("ready", BOOT)?;
+    let early = vm
+        .events()
+        .iter()
+        .find(|e| e["stage"] == "early")
+        .cloned()
+        .unwrap_or_default();
+    let raised_from = early["clock"]["raised_from"].as_i64().unwrap_or(0);
+    check(
+        &vm,
+        (978_307_200..978_307_200 + 600).contains(&raised_from),
+        "the clock did not start in 2001",
+    )?;
+    check(
+        &vm,
+        early["clock"]["to"] == ready["image"]["build_time"],
+        "the clock was not raised to the build time",
+    )?;
+    check(
+        &vm,
+        ready["image"]["shell"] == false,
+        "the release image claims a shell",
+    )?;
+    let plan_event = vm
+        .events()
+        .iter()
+        .find(|e| e["stage"] == "plan")
+        .cloned()
+        .unwrap_or_default();
+    let warnings = plan_event["warnings"].to_string();
+    check(
+        &vm,
+        warnings.contains("rd.shell refused"),
+        "rd.shell was not refused",
+    )?;
+    vm.wait_event("report", SHORT)?;
+    vm.expect_clean_exit(SHORT)
+}
+
+macro_rules! on_both_arches {
+    ($($scenario:ident),* $(,)?) => {
+        mod x86_64 {
+            $(#[test] fn $scenario() -> anyhow::Result<()> { super::$scenario(xtask::Arch::X86_64) })*
+        }
+        mod aarch64 {
+            $(#[test] fn $scenario() -> anyhow::Result<()> { super::$scenario(xtask::Arch::Aarch64) })*
+        }
+    };
+}
+
+on_both_arches!(
+    boots_to_ready,
+    malformed_cmdline_reboots,
+    poweroff_policy,
+    halt_policy,
+    panic_is_logged_and_policy_taken,
+    clock_floor_and_no_shell,
+);
