@@ -237,7 +237,13 @@ fn test(filters: &[String], no_qemu: bool) -> Result<()> {
     })?;
     timed("unit, golden and reference-tool tests", &mut || {
         let mut c = cargo();
-        c.args(["test", "--workspace", "--exclude", "phase-scenarios", "--quiet"]);
+        c.args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "phase-scenarios",
+            "--quiet",
+        ]);
         for k in &kernels {
             c.env(
                 format!("PHASE_TEST_KERNEL_TREE_{}", k.arch.name().to_uppercase()),

@@ -38,6 +38,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("busybox-static", "the shell in debug images"),
     ("util-linux", "unshare, for the PID 1 reaper test"),
     ("iproute2", "network namespaces for host network tests"),
+    (
+        "dnsmasq-base",
+        "the real DHCP server the network stage is tested against",
+    ),
 ];
 
 static APT_UPDATED: AtomicBool = AtomicBool::new(false);
