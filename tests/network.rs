@@ -7,11 +7,14 @@
 //! and nothing else, so its resolver answers for that name (and crates.io's)
 //! and not for arbitrary ones; slirp's 10.0.2.3 forwards to that resolver.
 
+use std::process::Command;
+
 use anyhow::Result;
 use phase_scenarios::{BOOT, SHORT, boot_with, check, contains};
 use serde_json::Value;
 use xtask::Arch;
-use xtask::artifacts::Variant;
+use xtask::artifacts::{self, Variant};
+use xtask::vm::{Vm, VmSpec};
 
 /// The name resolved through the guest's DNS (see the module comment).
 const PROVIDER_HOST: &str = "deb.debian.org";
@@ -167,6 +170,98 @@ fn no_nic_takes_the_policy(arch: Arch) -> Result<()> {
     vm.expect_clean_exit(SHORT)
 }
 
+/// A copy of the test kernel's module tree (hard links, so it costs no
+/// space) in which the NIC's modules are compressed the way kbuild does:
+/// virtio_net and net_failover with xz, failover with zstd.
+fn tree_with_compressed_nic_modules(arch: Arch) -> Result<xtask::debian::Kernel> {
+    let mut kernel = artifacts::kernel(arch)?;
+    let copy = xtask::paths::phase()
+        .join(arch.name())
+        .join("compressed-modules-tree");
+    if copy.exists() {
+        std::fs::remove_dir_all(&copy)?;
+    }
+    std::fs::create_dir_all(&copy)?;
+    run(Command::new("cp")
+        .arg("-al")
+        .arg(kernel.tree.join("lib"))
+        .arg(&copy))?;
+    let modules = copy
+        .join("lib/modules")
+        .join(&kernel.release)
+        .join("kernel");
+    let compress = [
+        ("drivers/net/virtio_net.ko", "xz"),
+        ("drivers/net/net_failover.ko", "xz"),
+        ("net/core/failover.ko", "zstd"),
+    ];
+    for (path, tool) in compress {
+        let file = modules.join(path);
+        // Replace the hard link with a file of our own before compressing.
+        let bytes = std::fs::read(&file)?;
+        std::fs::remove_file(&file)?;
+        std::fs::write(&file, bytes)?;
+        match tool {
+            "xz" => run(Command::new("xz")
+                .args(["--check=crc32", "--lzma2=dict=1MiB"])
+                .arg(&file))?,
+            _ => run(Command::new("zstd").args(["-q", "--rm", "-19"]).arg(&file))?,
+        }
+    }
+    kernel.tree = copy;
+    Ok(kernel)
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status()?;
+    anyhow::ensure!(status.success(), "{cmd:?}: {status}");
+    Ok(())
+}
+
+/// Debian's kernels cannot decompress modules (no CONFIG_MODULE_DECOMPRESS),
+/// so compressed ones go through the init's own decoders and init_module.
+fn compressed_modules_load(arch: Arch) -> Result<()> {
+    let kernel = tree_with_compressed_nic_modules(arch)?;
+    let init = artifacts::init(arch, Variant::Release)?;
+    let out = xtask::paths::phase()
+        .join(arch.name())
+        .join("netboot-compressed.cpio.zst");
+    let initrd = artifacts::pack_initramfs(arch, "netboot", &init, &kernel, &out)?;
+    let mut spec = VmSpec::direct(
+        format!("compressed-{arch}"),
+        arch,
+        &kernel.image,
+        &initrd,
+        "rd.neednet=1 phase.report phase.onfail=poweroff",
+    );
+    spec.user_net = true;
+    let mut vm = Vm::start(&spec)?;
+    let ready = vm.wait_event("ready", BOOT)?;
+    let loaded = stage_event(&vm, "modules")["loaded"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for name in ["virtio_net", "net_failover", "failover"] {
+        let outcome = loaded
+            .iter()
+            .find(|m| m["name"] == name)
+            .map(|m| m["outcome"].clone())
+            .unwrap_or_default();
+        check(
+            &vm,
+            outcome == "loaded (decompressed)",
+            &format!("{name}: {outcome}"),
+        )?;
+    }
+    check(
+        &vm,
+        ready["network"]["address"] == "10.0.2.15",
+        "the NIC did not work",
+    )?;
+    vm.wait_event("report", SHORT)?;
+    vm.expect_clean_exit(SHORT)
+}
+
 macro_rules! on_both_arches {
     ($($scenario:ident),* $(,)?) => {
         mod x86_64 {
@@ -181,5 +276,6 @@ macro_rules! on_both_arches {
 on_both_arches!(
     nic_from_modalias_dhcp_and_dns,
     static_ip,
-    no_nic_takes_the_policy
+    no_nic_takes_the_policy,
+    compressed_modules_load,
 );

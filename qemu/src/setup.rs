@@ -34,6 +34,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "referee: bsdtar reads back our archives",
     ),
     ("zstd", "decompresses images for inspection"),
+    (
+        "xz-utils",
+        "compresses kernel modules for the compressed-module scenario",
+    ),
     ("file", "checks that the init is static"),
     ("busybox-static", "the shell in debug images"),
     ("util-linux", "unshare, for the PID 1 reaper test"),
