@@ -63,6 +63,17 @@ fn nic_from_modalias_dhcp_and_dns(arch: Arch) -> Result<()> {
             &format!("{dep} was not loaded as a dependency"),
         )?;
     }
+    // Built-in modules are no-ops: virtio and virtio_ring are built into the
+    // arm64 kernel and modules on amd64.
+    for core in ["virtio", "virtio_ring"] {
+        let r = reason(core);
+        let want_loaded = arch == Arch::X86_64;
+        check(
+            &vm,
+            want_loaded == r.starts_with("dependency of"),
+            &format!("{core} on {arch}: {r}"),
+        )?;
+    }
     // Nothing was loaded because a list named it.
     let listed: Vec<&Value> = loaded
         .iter()
@@ -164,6 +175,24 @@ fn no_nic_takes_the_policy(arch: Arch) -> Result<()> {
         &failure["error"],
         "no network interface of Ethernet type appeared within rd.net.timeout.iflink=2 s",
     )?;
+    vm.wait_event_where("power off", SHORT, |e| {
+        e["event"] == "power" && e["action"] == "power off"
+    })?;
+    vm.expect_clean_exit(SHORT)
+}
+
+/// A module the command line names but the image lacks is named in the
+/// failure report.
+fn missing_module_is_named(arch: Arch) -> Result<()> {
+    let append = "rd.driver.pre=nosuch_nic phase.report phase.onfail=poweroff";
+    let mut vm = boot_with(arch, "missing-module", Variant::Release, append, |_| {})?;
+    let failure = vm.wait_event("failure", BOOT)?;
+    check(
+        &vm,
+        failure["stage"] == "modules",
+        "the failure is not in the modules stage",
+    )?;
+    contains(&failure["error"], "module nosuch_nic is not in the image")?;
     vm.wait_event_where("power off", SHORT, |e| {
         e["event"] == "power" && e["action"] == "power off"
     })?;
@@ -278,4 +307,5 @@ on_both_arches!(
     static_ip,
     no_nic_takes_the_policy,
     compressed_modules_load,
+    missing_module_is_named,
 );

@@ -21,7 +21,7 @@ use crate::dhcp::client::{Client, Config, Step};
 use crate::dhcp::{self, Lease, MessageType, Route};
 use crate::link::{self, Choice, LinkError, Netlink};
 use crate::netlink::{Link, RouteOrigin, RouteSpec};
-use crate::plan::{BootPlan, IpConfig, StaticIp};
+use crate::plan::{BootPlan, IpConfig, Mode, StaticIp};
 use crate::{error_chain, sys, udp};
 
 #[derive(Debug, Error)]
@@ -150,6 +150,22 @@ pub fn choice(plan: &BootPlan) -> Choice {
         (Some(name), _) => Choice::Name(name),
         (None, Some(mac)) => Choice::Mac(mac),
         (None, None) => Choice::FirstWithCarrier,
+    }
+}
+
+/// Why the stage brings the network up (`Ok`), or why it is skipped.
+pub fn needed(plan: &BootPlan) -> Result<&'static str, &'static str> {
+    if plan.ip == IpConfig::None {
+        return Err("ip=none");
+    }
+    if !plan.providers.is_empty() {
+        Ok("phase.provider=")
+    } else if plan.mode == Mode::Local {
+        Ok("phase.mode=local")
+    } else if plan.need_net {
+        Ok("rd.neednet=1")
+    } else {
+        Err("no provider and no rd.neednet=1")
     }
 }
 
@@ -590,6 +606,26 @@ mod tests {
         for (line, want) in table {
             let plan = crate::plan::parse(&split(line.as_bytes()), false).plan;
             assert_eq!(choice(&plan), *want, "{line}");
+        }
+    }
+
+    #[test]
+    fn when_the_stage_runs() {
+        let table: &[(&str, Result<&str, &str>)] = &[
+            ("phase.report", Err("no provider and no rd.neednet=1")),
+            ("rd.neednet=1", Ok("rd.neednet=1")),
+            ("phase.provider=http://p/", Ok("phase.provider=")),
+            ("phase.mode=local", Ok("phase.mode=local")),
+            ("phase.provider=http://p/ ip=none", Err("ip=none")),
+            ("rd.neednet=1 ip=off", Err("ip=none")),
+            (
+                "rd.neednet=1 ip=10.0.0.5::10.0.0.1:24::eth0:none",
+                Ok("rd.neednet=1"),
+            ),
+        ];
+        for (line, want) in table {
+            let plan = crate::plan::parse(&split(line.as_bytes()), false).plan;
+            assert_eq!(needed(&plan), *want, "{line}");
         }
     }
 

@@ -92,7 +92,7 @@ pub fn main() -> ! {
     let image = run_stage(Stage::Early, None, || early_stage(reaper));
     let plan = run_stage(Stage::Plan, None, || plan_stage(&image));
     let loaded = run_stage(Stage::Modules, Some(&plan), || modules_stage(&plan));
-    let net = match network_reason(&plan) {
+    let net = match network::needed(&plan) {
         Ok(_) => Some(run_stage(Stage::Network, Some(&plan), || {
             network_stage(&plan)
         })),
@@ -284,22 +284,6 @@ fn modules_stage(plan: &BootPlan) -> Result<Done<Vec<modules::Loaded>>, Failure>
     let summary = format!("{} loaded; {channel_note}", loaded.len());
     let fields = json!({ "loaded": &loaded });
     Ok(done(loaded, summary, fields))
-}
-
-/// Why the network is brought up, or why not.
-fn network_reason(plan: &BootPlan) -> Result<&'static str, &'static str> {
-    if plan.ip == plan::IpConfig::None {
-        return Err("ip=none");
-    }
-    if !plan.providers.is_empty() {
-        Ok("phase.provider=")
-    } else if plan.mode == plan::Mode::Local {
-        Ok("phase.mode=local")
-    } else if plan.need_net {
-        Ok("rd.neednet=1")
-    } else {
-        Err("no provider and no rd.neednet=1")
-    }
 }
 
 fn network_stage(plan: &BootPlan) -> Result<Done<Configured>, Failure> {
