@@ -18,3 +18,7 @@ pub const RESOLV_CONF: &str = "/etc/resolv.conf";
 pub const SHELL: &str = "/bin/sh";
 /// Name of the virtio-serial port that carries test events to the host.
 pub const EVENT_PORT_NAME: &str = "phase.events";
+/// Trust material for the signed manifest (`phase_manifest::TrustStore`,
+/// JSON): trusted keys, threshold, version floor, maximum forward jump and
+/// time floor. Only the image sets it; nothing on the cmdline or from DHCP can.
+pub const TRUST_STORE: &str = "/etc/phase/trust.json";

@@ -46,6 +46,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "dnsmasq-base",
         "the real DHCP server the network stage is tested against",
     ),
+    (
+        "nginx-light",
+        "real nginx serves a published provider tree in tests",
+    ),
 ];
 
 static APT_UPDATED: AtomicBool = AtomicBool::new(false);
