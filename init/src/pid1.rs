@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::clock::{self, Floor};
 use crate::event::{self, Channel};
+use crate::network::{self, Configured, Target};
 use crate::plan::{self, BootPlan, Stage};
 use crate::policy::{self, Failure};
 use crate::sys::RebootCommand;
@@ -93,8 +94,23 @@ pub fn main() -> ! {
     let image = run_stage(Stage::Early, None, || early_stage(reaper));
     let plan = run_stage(Stage::Plan, None, || plan_stage(&image));
     let loaded = run_stage(Stage::Modules, Some(&plan), || modules_stage(&plan));
+    let net = match network::needed(&plan) {
+        Ok(_) => Some(run_stage(Stage::Network, Some(&plan), || {
+            network_stage(&plan)
+        })),
+        Err(why) => {
+            policy::enter(Stage::Network);
+            info!("network: skipped ({why})");
+            event::emit("stage", json!({ "stage": Stage::Network, "skipped": why }));
+            None
+        }
+    };
 
-    ready(&plan, &image, &loaded);
+    ready(&plan, &image, &loaded, net.as_ref());
+    #[cfg(feature = "test-hooks")]
+    if let Some(rounds) = plan.test_bench_dhcp {
+        bench_dhcp(net.as_ref(), rounds);
+    }
     if plan.report {
         report();
     }
@@ -383,14 +399,35 @@ fn start_deadline(budget: Duration) {
 fn modules_stage(plan: &BootPlan) -> Result<Done<Vec<modules::Loaded>>, Failure> {
     let fail = |e: &dyn std::error::Error| Failure::new(Stage::Modules, error_chain(e));
     let index = modules::read_index().map_err(|e| fail(&e))?;
-    let mut wanted = index.boot.clone();
-    wanted.extend(plan.drivers.iter().cloned());
-    let loaded = modules::load(&index, &wanted, &plan.blacklist, |m| {
+    let mut wanted: Vec<(String, String)> = index
+        .boot
+        .iter()
+        .map(|n| (n.clone(), "boot".to_owned()))
+        .collect();
+    wanted.extend(
+        plan.drivers
+            .iter()
+            .map(|n| (n.clone(), "rd.driver.pre=".to_owned())),
+    );
+    let mut say = |m: &modules::Loaded| {
         if !plan.quiet {
-            info!("module {} {} ({} ms)", m.name, m.outcome, m.ms);
+            info!(
+                "module {} {} in {} ms ({})",
+                m.name, m.outcome, m.ms, m.reason
+            );
         }
-    })
-    .map_err(|e| fail(&e))?;
+    };
+    let mut loaded =
+        modules::load(&index, &wanted, &plan.blacklist, &mut say).map_err(|e| fail(&e))?;
+    // Then whatever the devices ask for, as udev would.
+    let from_devices = modules::load_for_devices(
+        &index,
+        std::path::Path::new("/sys"),
+        &plan.blacklist,
+        &mut |batch| modules::load(&index, batch, &plan.blacklist, &mut say),
+        &mut |module, e| warn!("module {module} (for a device): {}", error_chain(e)),
+    );
+    loaded.extend(from_devices);
     let channel = event::open_channel(EVENT_PORT_BUDGET);
     let channel_note = match &channel {
         Channel::Port(p) => format!("events on {}", p.display()),
@@ -408,7 +445,66 @@ fn modules_stage(plan: &BootPlan) -> Result<Done<Vec<modules::Loaded>>, Failure>
     Ok(done(loaded, summary, fields))
 }
 
-fn ready(plan: &BootPlan, image: &ImageInfo, loaded: &[modules::Loaded]) {
+fn network_stage(plan: &BootPlan) -> Result<Done<Configured>, Failure> {
+    let target = Target {
+        resolv_conf: layout::RESOLV_CONF.into(),
+        set_hostname: true,
+    };
+    let mut tried = Vec::new();
+    let mut say = |line: &str| info!("network: {line}");
+    let c = network::run(plan, &target, &mut say, &mut tried).map_err(|e| {
+        let mut failure = Failure::new(Stage::Network, error_chain(&e));
+        failure.tried = tried;
+        failure
+    })?;
+    // Resolve the providers' host names now, through the DNS servers just
+    // configured: a wrong DNS setup shows here, next to its cause, rather
+    // than as a fetch failure. The fetch stage resolves again and decides.
+    let mut resolved = serde_json::Map::new();
+    for provider in &plan.providers {
+        if provider.host.parse::<std::net::IpAddr>().is_ok() {
+            continue;
+        }
+        let value = match network::resolve(&provider.host, provider.port) {
+            Ok(addrs) => {
+                info!(
+                    "network: {} resolves to {}",
+                    provider.host,
+                    addrs.join(", ")
+                );
+                json!(addrs)
+            }
+            Err(e) => {
+                warn!("network: cannot resolve {}: {e}", provider.host);
+                json!({ "error": e.to_string() })
+            }
+        };
+        resolved.insert(provider.host.clone(), value);
+    }
+    let gateway = c
+        .gateway
+        .map_or("no gateway".to_owned(), |g| format!("via {g}"));
+    let dns: Vec<String> = c.dns.iter().map(ToString::to_string).collect();
+    let lease = c
+        .lease_s
+        .map(|s| format!(", lease {s} s"))
+        .unwrap_or_default();
+    let summary = format!(
+        "{} {}/{} {gateway}, dns {}{lease}",
+        c.interface,
+        c.address,
+        c.prefix_len,
+        if dns.is_empty() {
+            "none".to_owned()
+        } else {
+            dns.join(" ")
+        },
+    );
+    let fields = json!({ "network": &c, "resolved": resolved });
+    Ok(done(c, summary, fields))
+}
+
+fn ready(plan: &BootPlan, image: &ImageInfo, loaded: &[modules::Loaded], net: Option<&Configured>) {
     let uname = rustix::system::uname();
     let release = uname.release().to_string_lossy().into_owned();
     let machine = uname.machine().to_string_lossy().into_owned();
@@ -420,9 +516,23 @@ fn ready(plan: &BootPlan, image: &ImageInfo, loaded: &[modules::Loaded]) {
             "arch": machine,
             "image": { "spec": image.spec, "build_time": image.build_time, "shell": image.shell },
             "modules": loaded.len(),
+            "network": net,
             "plan": plan,
         }),
     );
+}
+
+/// `phase.test.bench=dhcp:N`: time the DHCP clients, then power off.
+#[cfg(feature = "test-hooks")]
+fn bench_dhcp(net: Option<&Configured>, rounds: u32) -> ! {
+    let result = match net {
+        Some(c) => crate::bench::dhcp(&c.interface, rounds),
+        None => Err("the network stage did not run (give rd.neednet=1)".into()),
+    };
+    match result {
+        Ok(()) => policy::finish(RebootCommand::PowerOff, "power off"),
+        Err(e) => policy::fail(Failure::new(Stage::Network, format!("DHCP benchmark: {e}"))),
+    }
 }
 
 /// Report mode: say what booted and power off. The second stage of a netboot

@@ -23,3 +23,23 @@ fn cmdline_corpus_parses_without_panic() {
         let _ = phase_init::plan::parse(&params, true);
     }
 }
+
+#[test]
+fn dhcp_corpus_parses_without_panic() {
+    for input in corpus("dhcp") {
+        phase_init::dhcp::fuzz_input(&input);
+    }
+}
+
+#[test]
+fn netlink_corpus_parses_without_panic() {
+    for input in corpus("netlink") {
+        if let Ok(replies) = phase_init::netlink::parse(&input) {
+            for reply in replies {
+                if let phase_init::netlink::Reply::Link { link, .. } = reply {
+                    let _ = (link.has_carrier(), link.is_ethernet(), link.mac_text());
+                }
+            }
+        }
+    }
+}

@@ -34,6 +34,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "referee: bsdtar reads back our archives",
     ),
     ("zstd", "decompresses images for inspection"),
+    (
+        "xz-utils",
+        "compresses kernel modules for the compressed-module scenario",
+    ),
     ("file", "checks that the init is static"),
     ("busybox-static", "the shell in debug images"),
     (
@@ -42,6 +46,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ),
     ("util-linux", "unshare, for the PID 1 reaper test"),
     ("iproute2", "network namespaces for host network tests"),
+    (
+        "dnsmasq-base",
+        "the real DHCP server the network stage is tested against",
+    ),
     (
         "nginx-light",
         "real nginx serves a published provider tree in tests",
