@@ -50,7 +50,9 @@ pub fn try_emit(kind: &str, fields: Value) {
 /// On failure before the channel is open: send what is buffered to the
 /// console, so the host still sees every event.
 pub fn flush_buffer_to_console() {
+    // Only a buffer is replaced: an open port stays the sink.
     if let Ok(mut sink) = SINK.try_lock()
+        && matches!(*sink, Sink::Buffer(_))
         && let Sink::Buffer(lines) = std::mem::replace(&mut *sink, Sink::Console)
     {
         for line in lines {

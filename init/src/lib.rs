@@ -4,21 +4,29 @@
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+#[cfg(feature = "test-hooks")]
+pub mod bench;
 pub mod clock;
 pub mod cmdline;
+pub mod dhcp;
 pub mod early;
 pub mod event;
 pub mod fdt;
+pub mod fetch;
 pub mod kexec;
 #[macro_use]
 pub mod log;
-pub mod memfd;
+pub mod link;
 pub mod modules;
+pub mod netlink;
+pub mod network;
 pub mod pid1;
 pub mod plan;
 pub mod policy;
 pub mod reaper;
+pub mod sealed;
 pub mod sys;
+pub mod udp;
 
 /// An error and its sources as one line: `outer: inner: innermost`.
 pub fn error_chain(error: &dyn std::error::Error) -> String {

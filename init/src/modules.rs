@@ -1,10 +1,24 @@
-//! Stage 3: loading kernel modules with `finit_module`, in dependency order,
-//! from the index mkimage wrote into the image.
+//! Stage 3: loading kernel modules in dependency order, from the index
+//! mkimage wrote into the image, in two ways:
+//!
+//! - the modules the image and the plan name (`boot` list, `rd.driver.pre=`);
+//! - the modules whose aliases match a device's `modalias` in
+//!   `/sys/bus/*/devices/*/`, as udev does, repeated until a pass finds
+//!   nothing new, because a bus driver that loads exposes new devices (the
+//!   virtio PCI driver reveals the virtio NIC behind it).
+//!
+//! Built-in and already-loaded modules are no-ops. Compressed modules
+//! (`.ko.xz`, `.ko.zst`) are handed to the kernel as they are when it can
+//! decompress that format itself (`/sys/module/compression`,
+//! `MODULE_INIT_COMPRESSED_FILE`), otherwise decompressed here and loaded
+//! from memory with `init_module`.
 
+use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use phase_initramfs::layout;
@@ -36,21 +50,125 @@ pub enum ModulesError {
         #[source]
         error: io::Error,
     },
-    #[error("finit_module({}, \"\", 0)", path.display())]
-    FinitModule {
+    #[error("decompressing module {} ({format})", path.display())]
+    Decompress {
         path: PathBuf,
+        format: Compression,
         #[source]
         error: io::Error,
     },
+    #[error("finit_module({}, \"\", {flags:#x})", path.display())]
+    FinitModule {
+        path: PathBuf,
+        flags: i32,
+        #[source]
+        error: io::Error,
+    },
+    #[error("init_module(<{len} bytes decompressed from {}>, \"\")", path.display())]
+    InitModule {
+        path: PathBuf,
+        len: usize,
+        #[source]
+        error: io::Error,
+    },
+}
+
+/// How a module file is compressed, from its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Xz,
+    Zstd,
+    Gzip,
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Compression::Xz => "xz",
+            Compression::Zstd => "zstd",
+            Compression::Gzip => "gzip",
+        })
+    }
+}
+
+impl Compression {
+    pub fn of(path: &Path) -> Option<Compression> {
+        match path.extension()?.to_str()? {
+            "xz" => Some(Compression::Xz),
+            "zst" => Some(Compression::Zstd),
+            "gz" => Some(Compression::Gzip),
+            _ => None,
+        }
+    }
+
+    /// The kernel's name in `/sys/module/compression` (present only with
+    /// `CONFIG_MODULE_DECOMPRESS`; it names the one format the kernel was
+    /// built to decompress).
+    pub fn from_sysfs(text: &str) -> Option<Compression> {
+        match text.trim() {
+            "xz" => Some(Compression::Xz),
+            "zstd" => Some(Compression::Zstd),
+            "gzip" => Some(Compression::Gzip),
+            _ => None,
+        }
+    }
+}
+
+/// What the kernel decompresses by itself, read once.
+fn kernel_decompresses() -> Option<Compression> {
+    static KERNEL: OnceLock<Option<Compression>> = OnceLock::new();
+    *KERNEL.get_or_init(|| {
+        std::fs::read_to_string("/sys/module/compression")
+            .ok()
+            .and_then(|t| Compression::from_sysfs(&t))
+    })
+}
+
+/// Decompresses a module in userspace. gzip is left to the kernel: no
+/// distribution kernel we know compresses modules with it without also
+/// decompressing them in-kernel, and a third decoder would cost bytes.
+pub fn decompress(format: Compression, input: impl Read + 'static) -> io::Result<Vec<u8>> {
+    match format {
+        #[cfg(feature = "ko-xz")]
+        Compression::Xz => {
+            let mut out = Vec::new();
+            xz4rust::XzReader::new(input).read_to_end(&mut out)?;
+            Ok(out)
+        }
+        #[cfg(feature = "ko-zst")]
+        Compression::Zstd => {
+            let mut out = Vec::new();
+            ruzstd::decoding::StreamingDecoder::new(input)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?
+                .read_to_end(&mut out)?;
+            Ok(out)
+        }
+        #[allow(unreachable_patterns)]
+        _ => {
+            drop(input);
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "the kernel cannot decompress {format} modules (no CONFIG_MODULE_DECOMPRESS \
+                     for it) and this init was built without {format} support"
+                ),
+            ))
+        }
+    }
 }
 
 /// How one module load went.
 #[derive(Debug, Clone, Serialize)]
 pub struct Loaded {
     pub name: String,
-    /// `loaded`, or `present` when the kernel already had it.
+    /// `loaded`, `loaded (kernel decompressed)`, `loaded (decompressed)`, or
+    /// `present` when the kernel already had it.
     pub outcome: &'static str,
     pub ms: u64,
+    /// Why it was loaded: `boot`, `plan`, `modalias <alias>`, or
+    /// `dependency of <module>`.
+    pub reason: String,
 }
 
 /// Reads the image's module index; an image without modules has an empty one.
@@ -65,32 +183,66 @@ pub fn read_index() -> Result<ModuleIndex, ModulesError> {
     }
 }
 
-/// Loads `wanted` and their dependencies, skipping blacklisted names.
-/// `on_load` is told about each module as it finishes.
+/// Loads `wanted` (with the reason for each) and their dependencies,
+/// skipping blacklisted names and modules already loaded. `on_load` is told
+/// about each module as it finishes.
 pub fn load(
     index: &ModuleIndex,
-    wanted: &[String],
+    wanted: &[(String, String)],
     blacklist: &[String],
-    mut on_load: impl FnMut(&Loaded),
+    on_load: &mut dyn FnMut(&Loaded),
 ) -> Result<Vec<Loaded>, ModulesError> {
-    let wanted: Vec<&String> = wanted.iter().filter(|w| !blacklist.contains(w)).collect();
+    let names: Vec<&String> = wanted
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|w| !blacklist.contains(w))
+        .collect();
     let mut loaded = Vec::new();
-    for entry in index.load_order(&wanted)? {
+    let order = index.load_order(&names)?;
+    for (i, entry) in order.iter().enumerate() {
         if blacklist.contains(&entry.name) {
             continue;
         }
+        // Named, or needed by a module later in this same order.
+        let reason = wanted
+            .iter()
+            .find(|(n, _)| *n == entry.name)
+            .map(|(_, r)| r.clone())
+            .or_else(|| {
+                order[i + 1..]
+                    .iter()
+                    .find(|m| {
+                        m.depends.contains(&entry.name) || m.softdep_pre.contains(&entry.name)
+                    })
+                    .map(|m| format!("dependency of {}", m.name))
+            })
+            .unwrap_or_else(|| "dependency".into());
         let start = Instant::now();
-        let path = Path::new(layout::MODULE_DIR).join(&entry.path);
-        let outcome = load_file(&path)?;
+        let outcome = if is_loaded(&entry.name) {
+            "present"
+        } else {
+            load_file(&Path::new(layout::MODULE_DIR).join(&entry.path))?
+        };
         let done = Loaded {
             name: entry.name.clone(),
             outcome,
             ms: start.elapsed().as_millis() as u64,
+            reason,
         };
         on_load(&done);
         loaded.push(done);
     }
     Ok(loaded)
+}
+
+/// Whether the kernel already has the module loaded. `initstate` exists
+/// only for loadable modules (a built-in one with parameters also has a
+/// /sys/module directory, and the index knows those anyway).
+fn is_loaded(name: &str) -> bool {
+    Path::new("/sys/module")
+        .join(name)
+        .join("initstate")
+        .exists()
 }
 
 fn load_file(path: &Path) -> Result<&'static str, ModulesError> {
@@ -99,12 +251,340 @@ fn load_file(path: &Path) -> Result<&'static str, ModulesError> {
         error,
     })?;
     let no_params = CString::default();
-    match sys::finit_module(&file, &no_params, 0) {
-        Ok(()) => Ok("loaded"),
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok("present"),
-        Err(error) => Err(ModulesError::FinitModule {
+    let present = |e: &io::Error| e.raw_os_error() == Some(libc::EEXIST);
+    let format = Compression::of(path);
+    if format.is_none() || format == kernel_decompresses() {
+        let flags = match format {
+            Some(_) => sys::MODULE_INIT_COMPRESSED_FILE,
+            None => 0,
+        };
+        return match sys::finit_module(&file, &no_params, flags) {
+            Ok(()) if flags != 0 => Ok("loaded (kernel decompressed)"),
+            Ok(()) => Ok("loaded"),
+            Err(e) if present(&e) => Ok("present"),
+            Err(error) => Err(ModulesError::FinitModule {
+                path: path.to_owned(),
+                flags,
+                error,
+            }),
+        };
+    }
+    let format = format.unwrap_or(Compression::Xz);
+    let image = decompress(format, file).map_err(|error| ModulesError::Decompress {
+        path: path.to_owned(),
+        format,
+        error,
+    })?;
+    match sys::init_module(&image, &no_params) {
+        Ok(()) => Ok("loaded (decompressed)"),
+        Err(e) if present(&e) => Ok("present"),
+        Err(error) => Err(ModulesError::InitModule {
             path: path.to_owned(),
+            len: image.len(),
             error,
         }),
+    }
+}
+
+/// Every device modalias under `sysfs/bus/*/devices/*/modalias`, sorted and
+/// without repeats. Unreadable entries are skipped: a device that vanishes
+/// mid-scan has nothing to load.
+pub fn device_modaliases(sysfs: &Path) -> Vec<String> {
+    let mut out = BTreeSet::new();
+    let Ok(buses) = std::fs::read_dir(sysfs.join("bus")) else {
+        return Vec::new();
+    };
+    for bus in buses.flatten() {
+        let Ok(devices) = std::fs::read_dir(bus.path().join("devices")) else {
+            continue;
+        };
+        for device in devices.flatten() {
+            if let Ok(text) = std::fs::read_to_string(device.path().join("modalias")) {
+                let alias = text.trim();
+                if !alias.is_empty() {
+                    out.insert(alias.to_owned());
+                }
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// Loads one batch of (module, reason) and returns what it loaded.
+pub type Loader<'a> = dyn FnMut(&[(String, String)]) -> Result<Vec<Loaded>, ModulesError> + 'a;
+
+/// The modalias fixpoint: scan the devices, load the modules that match and
+/// were not tried before, and scan again, until a pass adds nothing. `load`
+/// loads one batch (name, reason) and returns what it loaded; a batch that
+/// fails is reported through `on_error` and the scan goes on, as udev does:
+/// one driver that refuses its device must not keep the NIC's from loading.
+pub fn load_for_devices(
+    index: &ModuleIndex,
+    sysfs: &Path,
+    blacklist: &[String],
+    load: &mut Loader<'_>,
+    on_error: &mut dyn FnMut(&str, &ModulesError),
+) -> Vec<Loaded> {
+    let mut tried: BTreeSet<String> = BTreeSet::new();
+    let mut loaded = Vec::new();
+    loop {
+        let mut batch: Vec<(String, String)> = Vec::new();
+        for alias in device_modaliases(sysfs) {
+            for module in index.modules_for_alias(&alias) {
+                if blacklist.iter().any(|b| b == module) || index.is_builtin(module) {
+                    continue;
+                }
+                if tried.insert(module.to_owned()) {
+                    batch.push((module.to_owned(), format!("modalias {alias}")));
+                }
+            }
+        }
+        if batch.is_empty() {
+            return loaded;
+        }
+        for one in &batch {
+            // One module at a time, so a failure names its module and does
+            // not stop the others.
+            match load(std::slice::from_ref(one)) {
+                Ok(l) => loaded.extend(l),
+                Err(e) => on_error(&one.0, &e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use phase_initramfs::modindex::ModuleEntry;
+    use std::io::Write;
+
+    #[test]
+    fn compression_from_names_and_sysfs() {
+        let table: &[(&str, Option<Compression>)] = &[
+            ("kernel/drivers/net/virtio_net.ko", None),
+            ("kernel/drivers/net/virtio_net.ko.xz", Some(Compression::Xz)),
+            (
+                "kernel/drivers/net/virtio_net.ko.zst",
+                Some(Compression::Zstd),
+            ),
+            (
+                "kernel/drivers/net/virtio_net.ko.gz",
+                Some(Compression::Gzip),
+            ),
+        ];
+        for (path, want) in table {
+            assert_eq!(Compression::of(Path::new(path)), *want, "{path}");
+        }
+        assert_eq!(Compression::from_sysfs("zstd\n"), Some(Compression::Zstd));
+        assert_eq!(Compression::from_sysfs("xz\n"), Some(Compression::Xz));
+        assert_eq!(Compression::from_sysfs("none\n"), None);
+    }
+
+    #[cfg(all(feature = "ko-xz", feature = "ko-zst"))]
+    #[test]
+    fn userspace_decompression_matches_the_reference_compressors() {
+        // A real module image, compressed the way kbuild does
+        // (xz --check=crc32 --lzma2=dict=1MiB; zstd -19).
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fuzz/corpus/modinfo/virtio_net.elf"
+        );
+        let elf = std::fs::read(path).unwrap();
+        let mut xz = Vec::new();
+        {
+            let mut opts = xz2::stream::LzmaOptions::new_preset(6).unwrap();
+            opts.dict_size(1 << 20);
+            let mut filters = xz2::stream::Filters::new();
+            filters.lzma2(&opts);
+            let stream =
+                xz2::stream::Stream::new_stream_encoder(&filters, xz2::stream::Check::Crc32)
+                    .unwrap();
+            let mut w = xz2::write::XzEncoder::new_stream(&mut xz, stream);
+            w.write_all(&elf).unwrap();
+            w.finish().unwrap();
+        }
+        let zst = zstd::encode_all(elf.as_slice(), 19).unwrap();
+        for (format, data) in [(Compression::Xz, xz), (Compression::Zstd, zst)] {
+            let out = decompress(format, io::Cursor::new(data.clone())).unwrap();
+            assert_eq!(out, elf, "{format}");
+            // A truncated stream is an error, not a short module.
+            let cut = data[..data.len() / 2].to_vec();
+            assert!(
+                decompress(format, io::Cursor::new(cut)).is_err(),
+                "{format}"
+            );
+        }
+        assert_eq!(
+            decompress(Compression::Gzip, io::empty())
+                .unwrap_err()
+                .to_string(),
+            "the kernel cannot decompress gzip modules (no CONFIG_MODULE_DECOMPRESS for it) \
+             and this init was built without gzip support"
+        );
+    }
+
+    fn entry(name: &str, depends: &[&str], aliases: &[&str]) -> ModuleEntry {
+        ModuleEntry {
+            name: name.into(),
+            path: format!("kernel/{name}.ko"),
+            depends: depends.iter().map(|d| d.to_string()).collect(),
+            softdep_pre: vec![],
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    /// The amd64 virtio stack as Debian 6.1's modinfo describes it, with
+    /// only the aliases that matter here.
+    fn virtio_index() -> ModuleIndex {
+        let mut modules = vec![
+            entry(
+                "virtio_pci",
+                &["virtio", "virtio_ring"],
+                &["pci:v00001AF4d*sv*sd*bc*sc*i*"],
+            ),
+            entry("virtio", &[], &[]),
+            entry("virtio_ring", &[], &[]),
+            entry("virtio_net", &["net_failover"], &["virtio:d00000001v*"]),
+            entry("net_failover", &["failover"], &[]),
+            entry("failover", &[], &[]),
+            entry("virtio_console", &[], &["virtio:d00000003v*"]),
+            entry("virtio_blk", &[], &["virtio:d00000002v*"]),
+            entry("e1000e", &[], &["pci:v00008086d000010D3sv*sd*bc*sc*i*"]),
+        ];
+        modules.sort_by(|a, b| a.name.cmp(&b.name));
+        ModuleIndex {
+            kernel_release: "6.1.0-test".into(),
+            modules,
+            builtin: BTreeSet::new(),
+            boot: vec![],
+        }
+    }
+
+    fn device(sysfs: &Path, bus: &str, name: &str, alias: &str) {
+        let dir = sysfs.join("bus").join(bus).join("devices").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("modalias"), format!("{alias}\n")).unwrap();
+    }
+
+    #[test]
+    fn modalias_fixpoint_follows_new_devices() {
+        // A directory laid out like sysfs. The loader stands in for the
+        // kernel's side: loading virtio_pci makes the devices behind the PCI
+        // functions appear, as it does on a q35 machine.
+        let dir = std::env::temp_dir().join(format!("phase-sysfs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        device(
+            &dir,
+            "pci",
+            "0000:00:02.0",
+            "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00",
+        );
+        device(
+            &dir,
+            "pci",
+            "0000:00:03.0",
+            "pci:v00001AF4d00001003sv00001AF4sd00000003bc07sc80i00",
+        );
+        device(
+            &dir,
+            "pci",
+            "0000:00:1f.2",
+            "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01",
+        );
+        std::fs::create_dir_all(dir.join("bus/platform/devices/serial8250")).unwrap();
+        let index = virtio_index();
+        let mut batches: Vec<Vec<String>> = Vec::new();
+        let mut load = |batch: &[(String, String)]| -> Result<Vec<Loaded>, ModulesError> {
+            let names: Vec<String> = batch.iter().map(|(n, _)| n.clone()).collect();
+            if names == ["virtio_pci"] {
+                device(&dir, "virtio", "virtio0", "virtio:d00000001v00001AF4");
+                device(&dir, "virtio", "virtio1", "virtio:d00000003v00001AF4");
+            }
+            let order = index.load_order(&names)?;
+            batches.push(names);
+            Ok(order
+                .iter()
+                .map(|e| Loaded {
+                    name: e.name.clone(),
+                    outcome: "loaded",
+                    ms: 0,
+                    reason: batch[0].1.clone(),
+                })
+                .collect())
+        };
+        let mut errors = Vec::new();
+        let loaded = load_for_devices(&index, &dir, &[], &mut load, &mut |m, e| {
+            errors.push(format!("{m}: {e}"))
+        });
+        assert_eq!(
+            batches,
+            [
+                vec!["virtio_pci"],
+                vec!["virtio_net"],
+                vec!["virtio_console"]
+            ]
+        );
+        let names: Vec<&str> = loaded.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "virtio",
+                "virtio_ring",
+                "virtio_pci",
+                "failover",
+                "net_failover",
+                "virtio_net",
+                "virtio_console"
+            ]
+        );
+        let net = loaded.iter().find(|l| l.name == "virtio_net").unwrap();
+        assert_eq!(net.reason, "modalias virtio:d00000001v00001AF4");
+        assert!(errors.is_empty());
+
+        // Blacklisted modules are never tried; a failing one does not stop
+        // the rest.
+        let mut tried = Vec::new();
+        let mut failing = |batch: &[(String, String)]| -> Result<Vec<Loaded>, ModulesError> {
+            tried.push(batch[0].0.clone());
+            Err(ModulesError::Resolve(IndexError::Missing {
+                module: batch[0].0.clone(),
+                needed_by: None,
+            }))
+        };
+        let mut errors = Vec::new();
+        let loaded = load_for_devices(
+            &index,
+            &dir,
+            &["virtio_console".to_owned()],
+            &mut failing,
+            &mut |m, e| errors.push(format!("{m}: {e}")),
+        );
+        assert!(loaded.is_empty());
+        assert_eq!(tried, ["virtio_pci", "virtio_net"]);
+        assert_eq!(
+            errors,
+            [
+                "virtio_pci: resolving modules",
+                "virtio_net: resolving modules"
+            ]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn modaliases_are_read_sorted_and_once() {
+        let dir = std::env::temp_dir().join(format!("phase-sysfs-scan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        device(&dir, "virtio", "virtio1", "virtio:d00000003v00001AF4");
+        device(&dir, "virtio", "virtio0", "virtio:d00000001v00001AF4");
+        device(&dir, "virtio", "virtio2", "virtio:d00000001v00001AF4");
+        device(&dir, "platform", "empty", "");
+        assert_eq!(
+            device_modaliases(&dir),
+            ["virtio:d00000001v00001AF4", "virtio:d00000003v00001AF4"]
+        );
+        assert!(device_modaliases(&dir.join("absent")).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -5,16 +5,19 @@
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
+use phase_manifest::{Arch, Binding, State};
+
 use phase_initramfs::image::ImageInfo;
 use phase_initramfs::layout;
 use serde_json::{Value, json};
 
 use crate::clock::{self, Floor};
 use crate::event::{self, Channel};
+use crate::network::{self, Configured, Target};
 use crate::plan::{self, BootPlan, Stage};
 use crate::policy::{self, Failure};
 use crate::sys::RebootCommand;
-use crate::{cmdline, early, error_chain, kexec, log, modules, reaper, sys};
+use crate::{cmdline, early, error_chain, fetch, kexec, log, modules, reaper, sys};
 
 /// How long the modules stage waits for the host to announce the event port.
 const EVENT_PORT_BUDGET: Duration = Duration::from_secs(3);
@@ -92,8 +95,23 @@ pub fn main() -> ! {
     let image = run_stage(Stage::Early, None, || early_stage(reaper));
     let plan = run_stage(Stage::Plan, None, || plan_stage(&image));
     let loaded = run_stage(Stage::Modules, Some(&plan), || modules_stage(&plan));
+    let net = match network::needed(&plan) {
+        Ok(_) => Some(run_stage(Stage::Network, Some(&plan), || {
+            network_stage(&plan)
+        })),
+        Err(why) => {
+            policy::enter(Stage::Network);
+            info!("network: skipped ({why})");
+            event::emit("stage", json!({ "stage": Stage::Network, "skipped": why }));
+            None
+        }
+    };
 
-    ready(&plan, &image, &loaded);
+    ready(&plan, &image, &loaded, net.as_ref());
+    #[cfg(feature = "test-hooks")]
+    if let Some(rounds) = plan.test_bench_dhcp {
+        bench_dhcp(net.as_ref(), rounds);
+    }
     if plan.report {
         report();
     }
@@ -101,15 +119,194 @@ pub fn main() -> ! {
     if let Some(dir) = &plan.test_kexec {
         test_kexec(&plan, dir);
     }
+    if !plan.providers.is_empty() {
+        let (client, fetched) = run_stage(Stage::Fetch, Some(&plan), || fetch_stage(&plan));
+        let artifacts = run_stage(Stage::Verify, Some(&plan), || {
+            verify_stage(&plan, &client, &fetched)
+        });
+        handoff(&plan, &fetched, artifacts);
+    }
     policy::enter(Stage::Handoff);
-    let what = if !plan.providers.is_empty() {
-        "netboot (phase.provider=) is not available in this build yet"
-    } else if plan.root.is_some() {
+    let what = if plan.root.is_some() {
         "booting a root= device is not available in this build yet"
     } else {
         "nothing to boot: the command line names no phase.provider= and no root="
     };
     policy::fail(Failure::new(Stage::Handoff, what))
+}
+
+/// The budget for one retrying stage: `rd.retry`, but never past the whole
+/// boot's `phase.timeout` (counted from kernel start).
+fn stage_budget(plan: &BootPlan) -> fetch::Budget {
+    let left = plan.timeout.saturating_sub(sys::clock_gettime_boottime());
+    fetch::Budget::new(plan.retry.min(left))
+}
+
+fn fetch_stage(plan: &BootPlan) -> Result<Done<(phase_fetch::Client, fetch::Fetched)>, Failure> {
+    let fail = |e: String| Failure::new(Stage::Fetch, e);
+    let trust = fetch::read_trust().map_err(fail)?;
+    let client = fetch::client(&trust).map_err(fail)?;
+    let arch =
+        Arch::native().ok_or_else(|| fail("this architecture has no manifest arch".into()))?;
+    let binding = Binding {
+        channel: plan.channel.clone(),
+        arch,
+        board: None,
+    };
+    let state = State {
+        // A clock before 1970 counts as 1970; the trust store's time floor
+        // covers a dead RTC.
+        now: u64::try_from(sys::clock_gettime_realtime()).unwrap_or(0),
+        ..State::default()
+    };
+    let fetched = fetch::fetch_manifest(
+        &client,
+        &plan.providers,
+        &binding,
+        &trust.store,
+        &state,
+        &stage_budget(plan),
+    )
+    .map_err(|f| Failure {
+        stage: Stage::Fetch,
+        error: f.error,
+        tried: f.tried,
+    })?;
+    let m = &fetched.verified.manifest;
+    let mirror = &plan.providers[fetched.mirror].url;
+    let signed_by: Vec<String> = fetched
+        .verified
+        .signed_by
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    for t in &fetched.tried {
+        warn!("tried {t}");
+    }
+    let summary = format!(
+        "manifest version {} for {}/{} from {mirror}, signed by {} of {} trusted key(s), {} hand-off",
+        m.version,
+        m.channel,
+        m.arch.as_str(),
+        signed_by.len(),
+        trust.store.keys().len(),
+        m.handoff.as_str()
+    );
+    let fields = json!({
+        "mirror": mirror,
+        "version": m.version,
+        "issued_at": m.issued_at,
+        "expires_at": m.expires_at,
+        "handoff": m.handoff.as_str(),
+        "cmdline": m.cmdline,
+        "signed_by": signed_by,
+        "tried": fetched.tried,
+    });
+    Ok(done((client, fetched), summary, fields))
+}
+
+fn verify_stage(
+    plan: &BootPlan,
+    client: &phase_fetch::Client,
+    fetched: &fetch::Fetched,
+) -> Result<Done<Vec<fetch::Streamed>>, Failure> {
+    let mut last_shown = Instant::now();
+    let mut progress = |p: fetch::Progress<'_>| {
+        // A console line per half second, updated in place.
+        if p.done < p.total && last_shown.elapsed() < Duration::from_millis(500) {
+            return;
+        }
+        last_shown = Instant::now();
+        let mb = |b: u64| b as f64 / 1e6;
+        let rate = mb(p.done) / p.elapsed.as_secs_f64().max(1e-3);
+        // done ≤ total, and total > 0 for every artifact (the manifest checks it).
+        let pct = p.done * 100 / p.total.max(1);
+        let end = if p.done >= p.total { "\n" } else { "" };
+        log::console_raw(&format!(
+            "\r         phase: {:<7} {pct:>3}% {:>7.1} of {:.1} MB {rate:>6.1} MB/s{end}",
+            p.name,
+            mb(p.done),
+            mb(p.total)
+        ));
+    };
+    let (streamed, tried) = fetch::stream_artifacts(
+        client,
+        &plan.providers,
+        fetched.mirror,
+        &fetched.verified,
+        &stage_budget(plan),
+        &mut progress,
+    )
+    .map_err(|f| Failure {
+        stage: Stage::Verify,
+        error: f.error,
+        tried: f.tried,
+    })?;
+    for t in &tried {
+        warn!("tried {t}");
+    }
+    let total: u64 = streamed.iter().map(|a| a.sealed.len).sum();
+    let summary = streamed
+        .iter()
+        .map(|a| {
+            let ms = a.elapsed.as_millis().max(1);
+            format!(
+                "{} {} bytes sha256 ok ({:.1} MB/s)",
+                a.name,
+                a.sealed.len,
+                a.sealed.len as f64 / 1e3 / ms as f64
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let artifacts: Vec<Value> = streamed
+        .iter()
+        .map(|a| {
+            json!({
+                "name": a.name,
+                "size": a.sealed.len,
+                "sha256": a.sha256,
+                "from": a.from,
+                "ms": a.elapsed.as_millis() as u64,
+                "sealed": true,
+            })
+        })
+        .collect();
+    let fields = json!({ "artifacts": artifacts, "bytes": total, "tried": tried });
+    Ok(done(streamed, format!("{summary}; sealed"), fields))
+}
+
+/// Hands off to what the manifest names: for `kexec`, the verified sealed
+/// memfds and the signed command line go to [`kexec_handoff`]. Returns only
+/// if there is nothing this build can hand off to, which the caller reports.
+fn handoff(plan: &BootPlan, fetched: &fetch::Fetched, mut artifacts: Vec<fetch::Streamed>) {
+    let manifest = &fetched.verified.manifest;
+    if manifest.handoff != phase_manifest::Handoff::Kexec {
+        policy::enter(Stage::Handoff);
+        let what = format!(
+            "the {} hand-off is not in this build yet",
+            manifest.handoff.as_str()
+        );
+        policy::fail(Failure::new(Stage::Handoff, what))
+    }
+    let mut take = |name: &str| {
+        artifacts
+            .iter()
+            .position(|a| a.name == name)
+            .map(|i| artifacts.swap_remove(i).sealed.into_fd())
+    };
+    let Some(kernel) = take("kernel") else {
+        // The manifest check makes a kexec manifest name a kernel.
+        policy::enter(Stage::Handoff);
+        policy::fail(Failure::new(Stage::Handoff, "the manifest names no kernel"))
+    };
+    let next = NextKernel {
+        kernel,
+        initrd: take("initrd"),
+        dtb: take("dtb"),
+        cmdline: manifest.cmdline.clone(),
+    };
+    kexec_handoff(plan, next)
 }
 
 fn early_stage(reaper: std::io::Result<()>) -> Result<Done<ImageInfo>, Failure> {
@@ -229,14 +426,35 @@ fn start_deadline(budget: Duration) {
 fn modules_stage(plan: &BootPlan) -> Result<Done<Vec<modules::Loaded>>, Failure> {
     let fail = |e: &dyn std::error::Error| Failure::new(Stage::Modules, error_chain(e));
     let index = modules::read_index().map_err(|e| fail(&e))?;
-    let mut wanted = index.boot.clone();
-    wanted.extend(plan.drivers.iter().cloned());
-    let loaded = modules::load(&index, &wanted, &plan.blacklist, |m| {
+    let mut wanted: Vec<(String, String)> = index
+        .boot
+        .iter()
+        .map(|n| (n.clone(), "boot".to_owned()))
+        .collect();
+    wanted.extend(
+        plan.drivers
+            .iter()
+            .map(|n| (n.clone(), "rd.driver.pre=".to_owned())),
+    );
+    let mut say = |m: &modules::Loaded| {
         if !plan.quiet {
-            info!("module {} {} ({} ms)", m.name, m.outcome, m.ms);
+            info!(
+                "module {} {} in {} ms ({})",
+                m.name, m.outcome, m.ms, m.reason
+            );
         }
-    })
-    .map_err(|e| fail(&e))?;
+    };
+    let mut loaded =
+        modules::load(&index, &wanted, &plan.blacklist, &mut say).map_err(|e| fail(&e))?;
+    // Then whatever the devices ask for, as udev would.
+    let from_devices = modules::load_for_devices(
+        &index,
+        std::path::Path::new("/sys"),
+        &plan.blacklist,
+        &mut |batch| modules::load(&index, batch, &plan.blacklist, &mut say),
+        &mut |module, e| warn!("module {module} (for a device): {}", error_chain(e)),
+    );
+    loaded.extend(from_devices);
     let channel = event::open_channel(EVENT_PORT_BUDGET);
     let channel_note = match &channel {
         Channel::Port(p) => format!("events on {}", p.display()),
@@ -254,7 +472,66 @@ fn modules_stage(plan: &BootPlan) -> Result<Done<Vec<modules::Loaded>>, Failure>
     Ok(done(loaded, summary, fields))
 }
 
-fn ready(plan: &BootPlan, image: &ImageInfo, loaded: &[modules::Loaded]) {
+fn network_stage(plan: &BootPlan) -> Result<Done<Configured>, Failure> {
+    let target = Target {
+        resolv_conf: layout::RESOLV_CONF.into(),
+        set_hostname: true,
+    };
+    let mut tried = Vec::new();
+    let mut say = |line: &str| info!("network: {line}");
+    let c = network::run(plan, &target, &mut say, &mut tried).map_err(|e| {
+        let mut failure = Failure::new(Stage::Network, error_chain(&e));
+        failure.tried = tried;
+        failure
+    })?;
+    // Resolve the providers' host names now, through the DNS servers just
+    // configured: a wrong DNS setup shows here, next to its cause, rather
+    // than as a fetch failure. The fetch stage resolves again and decides.
+    let mut resolved = serde_json::Map::new();
+    for provider in &plan.providers {
+        if provider.host.parse::<std::net::IpAddr>().is_ok() {
+            continue;
+        }
+        let value = match network::resolve(&provider.host, provider.port) {
+            Ok(addrs) => {
+                info!(
+                    "network: {} resolves to {}",
+                    provider.host,
+                    addrs.join(", ")
+                );
+                json!(addrs)
+            }
+            Err(e) => {
+                warn!("network: cannot resolve {}: {e}", provider.host);
+                json!({ "error": e.to_string() })
+            }
+        };
+        resolved.insert(provider.host.clone(), value);
+    }
+    let gateway = c
+        .gateway
+        .map_or("no gateway".to_owned(), |g| format!("via {g}"));
+    let dns: Vec<String> = c.dns.iter().map(ToString::to_string).collect();
+    let lease = c
+        .lease_s
+        .map(|s| format!(", lease {s} s"))
+        .unwrap_or_default();
+    let summary = format!(
+        "{} {}/{} {gateway}, dns {}{lease}",
+        c.interface,
+        c.address,
+        c.prefix_len,
+        if dns.is_empty() {
+            "none".to_owned()
+        } else {
+            dns.join(" ")
+        },
+    );
+    let fields = json!({ "network": &c, "resolved": resolved });
+    Ok(done(c, summary, fields))
+}
+
+fn ready(plan: &BootPlan, image: &ImageInfo, loaded: &[modules::Loaded], net: Option<&Configured>) {
     let uname = rustix::system::uname();
     let release = uname.release().to_string_lossy().into_owned();
     let machine = uname.machine().to_string_lossy().into_owned();
@@ -266,6 +543,7 @@ fn ready(plan: &BootPlan, image: &ImageInfo, loaded: &[modules::Loaded]) {
             "arch": machine,
             "image": { "spec": image.spec, "build_time": image.build_time, "shell": image.shell },
             "modules": loaded.len(),
+            "network": net,
             "plan": plan,
         }),
     );
@@ -307,22 +585,36 @@ pub fn kexec_handoff(plan: &BootPlan, next: NextKernel) -> ! {
 /// artifacts do, and the hand-off is the real one.
 #[cfg(feature = "test-hooks")]
 fn test_kexec(plan: &BootPlan, dir: &str) -> ! {
+    use crate::sealed::Unsealed;
     let next = run_stage(Stage::Fetch, Some(plan), || {
         let fail =
             |e: String| Failure::new(Stage::Fetch, format!("test hook phase.test.kexec: {e}"));
         let dir = std::path::Path::new(dir);
         let sealed = |name: &str| -> Result<Option<(OwnedFd, u64)>, Failure> {
             let path = dir.join(name);
-            let file = match std::fs::File::open(&path) {
+            let mut file = match std::fs::File::open(&path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && name != "kernel" => {
                     return Ok(None);
                 }
                 Err(e) => return Err(fail(format!("{}: {e}", path.display()))),
             };
-            let fd = crate::memfd::sealed_copy(name, file).map_err(|e| fail(error_chain(&e)))?;
-            let len = sys::fstat_size(&fd).map_err(|e| fail(format!("fstat {name}: {e}")))?;
-            Ok(Some((fd, len)))
+            // Chunk by chunk into a memfd, as the fetch stage streams a body.
+            let mut memfd = Unsealed::new(name).map_err(|e| fail(error_chain(&e)))?;
+            let mut chunk = vec![0u8; 1 << 20];
+            loop {
+                let n = std::io::Read::read(&mut file, &mut chunk)
+                    .map_err(|e| fail(format!("{}: {e}", path.display())))?;
+                if n == 0 {
+                    break;
+                }
+                memfd
+                    .write(&chunk[..n])
+                    .map_err(|e| fail(error_chain(&e)))?;
+            }
+            let sealed = memfd.seal().map_err(|e| fail(error_chain(&e)))?;
+            let len = sealed.len;
+            Ok(Some((sealed.into_fd(), len)))
         };
         let Some((kernel, kernel_len)) = sealed("kernel")? else {
             return Err(fail("no kernel".into()));
@@ -351,6 +643,19 @@ fn test_kexec(plan: &BootPlan, dir: &str) -> ! {
         Ok(done(next, summary, fields))
     });
     kexec_handoff(plan, next)
+}
+
+/// `phase.test.bench=dhcp:N`: time the DHCP clients, then power off.
+#[cfg(feature = "test-hooks")]
+fn bench_dhcp(net: Option<&Configured>, rounds: u32) -> ! {
+    let result = match net {
+        Some(c) => crate::bench::dhcp(&c.interface, rounds),
+        None => Err("the network stage did not run (give rd.neednet=1)".into()),
+    };
+    match result {
+        Ok(()) => policy::finish(RebootCommand::PowerOff, "power off"),
+        Err(e) => policy::fail(Failure::new(Stage::Network, format!("DHCP benchmark: {e}"))),
+    }
 }
 
 /// Report mode: say what booted and power off. The second stage of a netboot

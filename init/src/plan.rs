@@ -28,16 +28,18 @@ pub enum Stage {
     Modules,
     Network,
     Fetch,
+    Verify,
     Handoff,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 6] = [
+    pub const ALL: [Stage; 7] = [
         Stage::Early,
         Stage::Plan,
         Stage::Modules,
         Stage::Network,
         Stage::Fetch,
+        Stage::Verify,
         Stage::Handoff,
     ];
 
@@ -48,6 +50,7 @@ impl Stage {
             Stage::Modules => "modules",
             Stage::Network => "network",
             Stage::Fetch => "fetch",
+            Stage::Verify => "verify",
             Stage::Handoff => "handoff",
         }
     }
@@ -205,10 +208,44 @@ pub enum IpConfig {
     Dhcp {
         interface: Option<String>,
         mtu: Option<u16>,
+        /// `ip=<client>:…:dhcp`: the address the machine had before. The client
+        /// asks for it first (RFC 2131 INIT-REBOOT); a NAK falls back to a full
+        /// DISCOVER.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        requested: Option<Ipv4Addr>,
     },
     /// No network configuration.
     None,
     Static(StaticIp),
+}
+
+/// How long each step of bringing the network up may take, in dracut's
+/// `rd.net.timeout.*` names. A failed attempt is retried as a whole until
+/// `rd.retry` runs out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct NetTimeouts {
+    /// `rd.net.timeout.iflink=SECONDS`: for the interface to appear (a driver
+    /// may probe asynchronously).
+    #[serde(serialize_with = "as_secs")]
+    pub iflink: Duration,
+    /// `rd.net.timeout.carrier=SECONDS`: for the link to report carrier.
+    #[serde(serialize_with = "as_secs")]
+    pub carrier: Duration,
+    /// `rd.net.timeout.dhcp=SECONDS`: for one DHCP exchange, retransmissions
+    /// included.
+    #[serde(serialize_with = "as_secs")]
+    pub dhcp: Duration,
+}
+
+impl Default for NetTimeouts {
+    fn default() -> Self {
+        // dracut's defaults for iflink and carrier; dhclient's 60 s for DHCP.
+        NetTimeouts {
+            iflink: Duration::from_secs(60),
+            carrier: Duration::from_secs(10),
+            dhcp: Duration::from_secs(60),
+        }
+    }
 }
 
 /// The root to switch to (`root=`).
@@ -285,6 +322,8 @@ pub struct BootPlan {
     pub ip: IpConfig,
     /// `rd.neednet=1`: bring the network up even without a provider.
     pub need_net: bool,
+    /// `rd.net.timeout.*`.
+    pub net_timeout: NetTimeouts,
     /// `rd.shell`: start the image's shell when the boot fails.
     pub shell: bool,
     /// `rd.break[=stage]`: stop before a stage with a shell.
@@ -324,6 +363,11 @@ pub struct BootPlan {
     /// files packed into the image, instead of fetching.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_kexec: Option<String>,
+    /// `phase.test.bench=dhcp:ROUNDS` (test builds only): after the network
+    /// stage, time ROUNDS DHCP exchanges of the init's client and of busybox
+    /// udhcpc, alternating, then power off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_bench_dhcp: Option<u32>,
 }
 
 fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -341,8 +385,10 @@ impl Default for BootPlan {
             ip: IpConfig::Dhcp {
                 interface: None,
                 mtu: None,
+                requested: None,
             },
             need_net: false,
+            net_timeout: NetTimeouts::default(),
             shell: false,
             break_before: None,
             overlay: false,
@@ -359,6 +405,7 @@ impl Default for BootPlan {
             quiet: false,
             test_panic: None,
             test_kexec: None,
+            test_bench_dhcp: None,
         }
     }
 }
@@ -402,6 +449,7 @@ const PHASE_KEYS: &[&str] = &[
     "phase.report",
     "phase.test.panic",
     "phase.test.kexec",
+    "phase.test.bench",
 ];
 const RD_KEYS: &[&str] = &[
     "rd.neednet",
@@ -409,6 +457,9 @@ const RD_KEYS: &[&str] = &[
     "rd.break",
     "rd.overlay",
     "rd.retry",
+    "rd.net.timeout.iflink",
+    "rd.net.timeout.carrier",
+    "rd.net.timeout.dhcp",
     "rd.timeout",
     "rd.driver.pre",
     "rd.driver.blacklist",
@@ -480,20 +531,31 @@ fn apply(out: &mut Parsed, param: &Param, test_hooks: bool) -> Result<(), String
             }
             plan.test_kexec = Some(value.to_owned());
         }
-        "phase.test.panic" | "phase.test.kexec" => out.warnings.push(Warning(format!(
-            "{name} is honoured only by test builds of the init (ignored)"
-        ))),
+        "phase.test.bench" if test_hooks => {
+            let rounds = required(value)?
+                .strip_prefix("dhcp:")
+                .and_then(|n| n.parse::<u32>().ok())
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or("expected dhcp:ROUNDS with ROUNDS from 1 to 1000")?;
+            plan.test_bench_dhcp = Some(rounds);
+        }
+        "phase.test.panic" | "phase.test.kexec" | "phase.test.bench" => out.warnings.push(Warning(
+            format!("{name} is honoured only by test builds of the init (ignored)"),
+        )),
         "ip" => plan.ip = parse_ip(required(value)?)?,
         "rd.neednet" => plan.need_net = boolean(value)?,
         "rd.shell" => plan.shell = boolean(value)?,
         "rd.break" => {
             plan.break_before = Some(match value {
                 None | Some("") => Stage::Handoff,
-                Some(v) => Stage::parse_break(v).ok_or("expected a stage name (early, plan, modules, network, fetch, handoff) or a dracut hook")?,
+                Some(v) => Stage::parse_break(v).ok_or("expected a stage name (early, plan, modules, network, fetch, verify, handoff) or a dracut hook")?,
             })
         }
         "rd.overlay" => plan.overlay = boolean(value)?,
         "rd.retry" => plan.retry = seconds(value, 0)?,
+        "rd.net.timeout.iflink" => plan.net_timeout.iflink = seconds(value, 1)?,
+        "rd.net.timeout.carrier" => plan.net_timeout.carrier = seconds(value, 1)?,
+        "rd.net.timeout.dhcp" => plan.net_timeout.dhcp = seconds(value, 1)?,
         "rd.timeout" => plan.device_timeout = seconds(value, 0)?,
         "root" => plan.root = Some(RootSpec::parse(required(value)?)?),
         "rootfstype" => plan.rootfstype = Some(word(value)?),
@@ -655,6 +717,7 @@ fn parse_ip(value: &str) -> Result<IpConfig, String> {
             return Ok(IpConfig::Dhcp {
                 interface: None,
                 mtu: None,
+                requested: None,
             });
         }
         "none" | "off" => return Ok(IpConfig::None),
@@ -682,6 +745,7 @@ fn parse_ip(value: &str) -> Result<IpConfig, String> {
         return Ok(IpConfig::Dhcp {
             interface: Some(interface),
             mtu,
+            requested: None,
         });
     }
     if fields.len() < 7 {
@@ -693,26 +757,36 @@ fn parse_ip(value: &str) -> Result<IpConfig, String> {
     let address: Ipv4Addr = fields[0]
         .parse()
         .map_err(|_| format!("bad client address {:?}", fields[0]))?;
-    let gateway = optional_ip(fields[2], "gateway")?;
-    let prefix_len = parse_netmask(fields[3])?;
-    let hostname = Some(fields[4]).filter(|h| !h.is_empty()).map(str::to_owned);
     let interface = Some(fields[5])
         .filter(|i| !i.is_empty())
         .map(interface_name)
         .transpose()?;
     match fields[6] {
         "none" | "off" | "" => {}
+        // The kernel's ipconfig asks the server for <client> in this form; we
+        // do the same with an INIT-REBOOT request. Gateway and mask come from
+        // the server, so they are not read here.
         "dhcp" | "on" | "any" => {
-            return Err(
-                "a client address with autoconf=dhcp is contradictory; use ip=<iface>:dhcp".into(),
-            );
+            let mtu = fields
+                .get(7)
+                .filter(|m| !m.is_empty())
+                .map(|m| parse_mtu(m))
+                .transpose()?;
+            return Ok(IpConfig::Dhcp {
+                interface,
+                mtu,
+                requested: Some(address),
+            });
         }
         other => {
             return Err(format!(
-                "autoconf {other:?} is not supported with a static address; use none"
+                "autoconf {other:?} is not supported with a static address; use none or dhcp"
             ));
         }
     }
+    let gateway = optional_ip(fields[2], "gateway")?;
+    let prefix_len = parse_netmask(fields[3])?;
+    let hostname = Some(fields[4]).filter(|h| !h.is_empty()).map(str::to_owned);
     let mut dns = Vec::new();
     let mut mtu = None;
     for extra in fields.iter().skip(7).filter(|f| !f.is_empty()) {
@@ -861,7 +935,8 @@ mod tests {
             p.ip,
             IpConfig::Dhcp {
                 interface: Some("eth0".into()),
-                mtu: Some(1400)
+                mtu: Some(1400),
+                requested: None,
             }
         );
         assert_eq!(p.break_before, Some(Stage::Fetch));
@@ -922,6 +997,68 @@ mod tests {
         assert_eq!(ok("ip=none").ip, IpConfig::None);
         assert_eq!(ok("ip=off").ip, IpConfig::None);
         assert!(matches!(ok("ip=any").ip, IpConfig::Dhcp { .. }));
+    }
+
+    #[test]
+    fn dhcp_with_a_client_address_asks_for_it_first() {
+        let table: &[(&str, Option<&str>, Option<u16>, &str)] = &[
+            ("ip=10.0.0.5:::::eth0:dhcp", Some("eth0"), None, "10.0.0.5"),
+            (
+                "ip=192.168.7.9::192.168.7.1:24:node:enp1s0:on:1500",
+                Some("enp1s0"),
+                Some(1500),
+                "192.168.7.9",
+            ),
+            ("ip=10.1.2.3::::::any", None, None, "10.1.2.3"),
+        ];
+        for (line, interface, mtu, requested) in table {
+            assert_eq!(
+                ok(line).ip,
+                IpConfig::Dhcp {
+                    interface: interface.map(str::to_owned),
+                    mtu: *mtu,
+                    requested: Some(requested.parse().unwrap()),
+                },
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn net_timeouts() {
+        let table: &[(&str, NetTimeouts)] = &[
+            ("", NetTimeouts::default()),
+            (
+                "rd.net.timeout.iflink=5 rd.net.timeout.carrier=3 rd.net.timeout.dhcp=20",
+                NetTimeouts {
+                    iflink: Duration::from_secs(5),
+                    carrier: Duration::from_secs(3),
+                    dhcp: Duration::from_secs(20),
+                },
+            ),
+            (
+                "rd.net.timeout.dhcp=7",
+                NetTimeouts {
+                    dhcp: Duration::from_secs(7),
+                    ..NetTimeouts::default()
+                },
+            ),
+        ];
+        for (line, want) in table {
+            assert_eq!(
+                ok(&format!("phase.report {line}")).net_timeout,
+                *want,
+                "{line}"
+            );
+        }
+        assert_eq!(
+            NetTimeouts::default(),
+            NetTimeouts {
+                iflink: Duration::from_secs(60),
+                carrier: Duration::from_secs(10),
+                dhcp: Duration::from_secs(60),
+            }
+        );
     }
 
     #[test]
@@ -1000,6 +1137,22 @@ mod tests {
                 "ip=eth0: expected dhcp, none, <iface>:dhcp, or <client>::<gw>:<mask>:<host>:<iface>:none",
             ),
             (
+                "rd.net.timeout.dhcp=0",
+                "rd.net.timeout.dhcp=0: expected a whole number of seconds from 1 to 86400",
+            ),
+            (
+                "rd.net.timeout.carrier=ten",
+                "rd.net.timeout.carrier=ten: expected a whole number of seconds from 1 to 86400",
+            ),
+            (
+                "ip=10.0.0.5:::::eth0:bootp",
+                "ip=10.0.0.5:::::eth0:bootp: autoconf \"bootp\" is not supported with a static address; use none or dhcp",
+            ),
+            (
+                "ip=10.0.0.5:::::eth0:dhcp:12",
+                "ip=10.0.0.5:::::eth0:dhcp:12: bad MTU \"12\" (576 to 65535)",
+            ),
+            (
                 "root=sda1",
                 "root=sda1: expected zfs:<pool>/<dataset>, zfs:AUTO, LABEL=, UUID=, PARTUUID=, PARTLABEL= or /dev/…",
             ),
@@ -1018,7 +1171,7 @@ mod tests {
             ),
             (
                 "rd.break=later",
-                "rd.break=later: expected a stage name (early, plan, modules, network, fetch, handoff) or a dracut hook",
+                "rd.break=later: expected a stage name (early, plan, modules, network, fetch, verify, handoff) or a dracut hook",
             ),
             (
                 "rd.driver.pre=a,,b",
@@ -1096,6 +1249,18 @@ mod tests {
                 .warnings
                 .is_empty()
         );
+
+        let params = split(b"phase.test.bench=dhcp:20 phase.report");
+        assert_eq!(parse(&params, false).plan.test_bench_dhcp, None);
+        assert_eq!(parse(&params, true).plan.test_bench_dhcp, Some(20));
+        for bad in [
+            "phase.test.bench=dhcp:0",
+            "phase.test.bench=dns:3",
+            "phase.test.bench",
+        ] {
+            let parsed = parse(&split(bad.as_bytes()), true);
+            assert_eq!(parsed.errors.len(), 1, "{bad}");
+        }
     }
 
     #[test]

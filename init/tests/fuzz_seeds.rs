@@ -34,3 +34,23 @@ fn fdt_corpus_goes_through_the_dtb_path_without_panic() {
         .count();
     assert!(accepted >= 3, "only {accepted} seeds parsed");
 }
+
+#[test]
+fn dhcp_corpus_parses_without_panic() {
+    for input in corpus("dhcp") {
+        phase_init::dhcp::fuzz_input(&input);
+    }
+}
+
+#[test]
+fn netlink_corpus_parses_without_panic() {
+    for input in corpus("netlink") {
+        if let Ok(replies) = phase_init::netlink::parse(&input) {
+            for reply in replies {
+                if let phase_init::netlink::Reply::Link { link, .. } = reply {
+                    let _ = (link.has_carrier(), link.is_ethernet(), link.mac_text());
+                }
+            }
+        }
+    }
+}

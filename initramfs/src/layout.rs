@@ -12,6 +12,8 @@ pub const CONFIG: &str = "/etc/phase/config";
 pub const MODULE_INDEX: &str = "/lib/modules/phase-index.json";
 /// Directory that holds the `.ko` files named by the index.
 pub const MODULE_DIR: &str = "/lib/modules";
+/// The resolver configuration the network stage writes for musl.
+pub const RESOLV_CONF: &str = "/etc/resolv.conf";
 /// A shell, present only in images built with one.
 pub const SHELL: &str = "/bin/sh";
 /// Name of the virtio-serial port that carries test events to the host.
@@ -20,3 +22,5 @@ pub const EVENT_PORT_NAME: &str = "phase.events";
 /// JSON): trusted keys, threshold, version floor, maximum forward jump and
 /// time floor. Only the image sets it; nothing on the cmdline or from DHCP can.
 pub const TRUST_STORE: &str = "/etc/phase/trust.json";
+/// PEM certificates HTTPS trusts: a CA bundle, or one pinned CA.
+pub const CA_BUNDLE: &str = "/etc/phase/ca.pem";

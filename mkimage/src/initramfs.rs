@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use phase_initramfs::image::ImageInfo;
 use phase_initramfs::layout;
 use phase_initramfs::modindex::{IndexError, ModuleIndex};
+use phase_manifest::{KeyRecord, ManifestError, TrustStore};
 use thiserror::Error;
 
 use crate::cpio::{Archive, CpioError, Kind};
@@ -38,6 +39,18 @@ pub enum InitramfsError {
         #[source]
         error: IndexError,
     },
+    #[error("trust key {}", path.display())]
+    TrustKey {
+        path: PathBuf,
+        #[source]
+        error: ManifestError,
+    },
+    #[error("[trust] needs at least one key in keys = [...]")]
+    NoTrustKeys,
+    #[error("[trust]")]
+    Trust(#[source] ManifestError),
+    #[error("{} holds no PEM certificate (BEGIN CERTIFICATE), so HTTPS could trust nothing", path.display())]
+    NoCertificates { path: PathBuf },
     #[error("spec {name} sets shell = true but puts nothing at {}", layout::SHELL)]
     ShellMissing { name: String },
     #[error(transparent)]
@@ -49,6 +62,39 @@ pub enum InitramfsError {
 pub struct Inputs {
     pub named: BTreeMap<String, PathBuf>,
     pub kernel_tree: Option<KernelTree>,
+}
+
+/// The build host's CA bundle (Debian's ca-certificates), the default trust
+/// for HTTPS when a spec names none.
+pub const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+impl Inputs {
+    /// The file behind a spec source: `@name` is a named input, anything
+    /// else a path. `what` names the entry for the error.
+    fn resolve(&self, source: &str, what: &str) -> Result<PathBuf, InitramfsError> {
+        match source.strip_prefix('@') {
+            Some(input) => {
+                self.named
+                    .get(input)
+                    .cloned()
+                    .ok_or_else(|| InitramfsError::MissingInput {
+                        path: what.to_owned(),
+                        input: input.to_owned(),
+                    })
+            }
+            None => Ok(PathBuf::from(source)),
+        }
+    }
+
+    fn read(&self, source: &str, what: &str) -> Result<(PathBuf, Vec<u8>), InitramfsError> {
+        let source_path = self.resolve(source, what)?;
+        let bytes = std::fs::read(&source_path).map_err(|error| InitramfsError::ReadSource {
+            path: what.to_owned(),
+            source_path: source_path.clone(),
+            error,
+        })?;
+        Ok((source_path, bytes))
+    }
 }
 
 /// An assembled image before it is written.
@@ -67,22 +113,7 @@ pub fn build(spec: &Spec, inputs: &Inputs, build_time: u64) -> Result<Built, Ini
     for file in &spec.files {
         let data = match (&file.source, &file.text) {
             (_, Some(text)) => text.clone().into_bytes(),
-            (Some(source), None) => {
-                let source_path = match source.strip_prefix('@') {
-                    Some(input) => inputs.named.get(input).cloned().ok_or_else(|| {
-                        InitramfsError::MissingInput {
-                            path: file.path.clone(),
-                            input: input.to_owned(),
-                        }
-                    })?,
-                    None => PathBuf::from(source),
-                };
-                std::fs::read(&source_path).map_err(|error| InitramfsError::ReadSource {
-                    path: file.path.clone(),
-                    source_path,
-                    error,
-                })?
-            }
+            (Some(source), None) => inputs.read(source, &file.path)?.1,
             // Spec::load refuses files with neither.
             (None, None) => Vec::new(),
         };
@@ -107,6 +138,9 @@ pub fn build(spec: &Spec, inputs: &Inputs, build_time: u64) -> Result<Built, Ini
 
     let index = add_modules(spec, inputs, &mut archive)?;
 
+    if let Some(trust) = &spec.trust {
+        add_trust(spec, trust, inputs, build_time, &mut archive)?;
+    }
     if spec.shell && archive.get(layout::SHELL).is_none() {
         return Err(InitramfsError::ShellMissing {
             name: spec.name.clone(),
@@ -133,6 +167,53 @@ pub fn build(spec: &Spec, inputs: &Inputs, build_time: u64) -> Result<Built, Ini
         info,
         index,
     })
+}
+
+/// Writes the trust store (keys, threshold, floors; the time floor is the
+/// build time) and the certificates HTTPS trusts.
+fn add_trust(
+    spec: &Spec,
+    trust: &crate::spec::TrustSpec,
+    inputs: &Inputs,
+    build_time: u64,
+    archive: &mut Archive,
+) -> Result<(), InitramfsError> {
+    let mut records = Vec::new();
+    for key in trust.keys.iter().flatten() {
+        let (path, bytes) = inputs.read(key, "[trust] keys")?;
+        let public = KeyRecord::from_json(&bytes)
+            .map_err(|error| InitramfsError::TrustKey { path, error })?;
+        records.push(public.record());
+    }
+    if records.is_empty() {
+        return Err(InitramfsError::NoTrustKeys);
+    }
+    let store = TrustStore::new(
+        &records,
+        trust.threshold.unwrap_or(1),
+        trust.version_floor.unwrap_or(0),
+        trust.max_version_jump.unwrap_or(1000),
+        build_time,
+    )
+    .map_err(InitramfsError::Trust)?;
+    archive.add(
+        layout::TRUST_STORE,
+        0o644,
+        Kind::File(store.to_json().into_bytes()),
+    )?;
+
+    let source = spec
+        .tls
+        .pin
+        .as_deref()
+        .or(spec.tls.bundle.as_deref())
+        .unwrap_or(HOST_CA_BUNDLE);
+    let (path, pem) = inputs.read(source, layout::CA_BUNDLE)?;
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(InitramfsError::NoCertificates { path });
+    }
+    archive.add(layout::CA_BUNDLE, 0o644, Kind::File(pem))?;
+    Ok(())
 }
 
 fn add_modules(

@@ -4,11 +4,24 @@
 //! time (`SOURCE_DATE_EPOCH`), so the same inputs give bit-identical images.
 #![forbid(unsafe_code)]
 
+pub mod arch;
+pub mod cdrom;
 pub mod compress;
 pub mod cpio;
+pub mod esp;
+pub mod fat;
+pub mod gpt;
 pub mod initramfs;
+pub mod iso9660;
 pub mod kmod;
+pub mod menu;
+pub mod profile;
+pub mod qcow2;
+pub mod sources;
 pub mod spec;
+pub mod syslinux;
+pub mod uki;
+pub mod usb;
 
 /// The build time: `SOURCE_DATE_EPOCH` when set (reproducible builds), else now.
 pub fn build_time() -> Result<u64, String> {

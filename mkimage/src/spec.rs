@@ -22,6 +22,16 @@
 //! [[symlink]]
 //! path = "/bin/sh"
 //! target = "busybox"
+//! [trust]                 # what the image verifies manifests against
+//! keys = ["@release-key"]  # public key files from `phase keygen`
+//! threshold = 1
+//! version_floor = 0        # manifests below this version are refused
+//! max_version_jump = 1000  # nor more than this far above it
+//!
+//! [tls]                    # what HTTPS trusts (default: the build host's bundle)
+//! bundle = "/etc/ssl/certs/ca-certificates.crt"
+//! pin = "@provider-ca"     # if set, only this CA
+//!
 //! [[node]]
 //! path = "/dev/console"
 //! kind = "char"
@@ -63,6 +73,27 @@ pub struct Modules {
     pub boot: Vec<String>,
     #[serde(default)]
     pub extra: Vec<String>,
+}
+
+/// `[trust]`: every field may be set by an including spec on its own.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TrustSpec {
+    /// Public key files (`@input` or a path relative to the spec).
+    pub keys: Option<Vec<String>>,
+    pub threshold: Option<usize>,
+    pub version_floor: Option<u64>,
+    pub max_version_jump: Option<u64>,
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSpec {
+    /// A PEM bundle of CAs (`@input` or a path).
+    pub bundle: Option<String>,
+    /// One CA that replaces the bundle.
+    pub pin: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -118,6 +149,8 @@ struct SpecFile {
     config: Vec<String>,
     #[serde(default)]
     modules: Modules,
+    trust: Option<TrustSpec>,
+    tls: Option<TlsSpec>,
     #[serde(default, rename = "file")]
     files: Vec<FileSpec>,
     #[serde(default, rename = "dir")]
@@ -136,6 +169,9 @@ pub struct Spec {
     pub shell: bool,
     pub config: Vec<String>,
     pub modules: Modules,
+    /// Present when the image verifies manifests (a netboot image).
+    pub trust: Option<TrustSpec>,
+    pub tls: TlsSpec,
     pub files: Vec<FileSpec>,
     pub dirs: Vec<DirSpec>,
     pub symlinks: Vec<SymlinkSpec>,
@@ -195,6 +231,14 @@ fn merge(path: &Path, spec: &mut Spec, stack: &mut Vec<PathBuf>) -> Result<(), S
         error: Box::new(error),
     })?;
     let dir = canonical.parent().unwrap_or(Path::new("/")).to_owned();
+    // `@name` is a named input; anything else is relative to this spec file.
+    let source = |text: String| {
+        if text.starts_with('@') {
+            text
+        } else {
+            dir.join(text).to_string_lossy().into_owned()
+        }
+    };
     stack.push(canonical.clone());
     for include in &file.include {
         merge(&dir.join(include), spec, stack)?;
@@ -207,15 +251,28 @@ fn merge(path: &Path, spec: &mut Spec, stack: &mut Vec<PathBuf>) -> Result<(), S
         spec.shell = shell;
     }
     spec.config.extend(file.config);
+    if let Some(t) = file.trust {
+        let into = spec.trust.get_or_insert_with(TrustSpec::default);
+        if let Some(keys) = t.keys {
+            into.keys = Some(keys.into_iter().map(source).collect());
+        }
+        into.threshold = t.threshold.or(into.threshold);
+        into.version_floor = t.version_floor.or(into.version_floor);
+        into.max_version_jump = t.max_version_jump.or(into.max_version_jump);
+    }
+    if let Some(t) = file.tls {
+        if let Some(bundle) = t.bundle {
+            spec.tls.bundle = Some(source(bundle));
+        }
+        if let Some(pin) = t.pin {
+            spec.tls.pin = Some(source(pin));
+        }
+    }
     extend_unique(&mut spec.modules.boot, file.modules.boot);
     extend_unique(&mut spec.modules.extra, file.modules.extra);
     for mut f in file.files {
-        match (&f.source, &f.text) {
-            (Some(source), None) => {
-                if !source.starts_with('@') {
-                    f.source = Some(dir.join(source).to_string_lossy().into_owned());
-                }
-            }
+        match (f.source.take(), &f.text) {
+            (Some(text), None) => f.source = Some(source(text)),
             (None, Some(_)) => {}
             _ => {
                 return Err(SpecError::FileSource {

@@ -61,8 +61,19 @@ pub fn build_init(arch: Arch, variant: Variant) -> Result<PathBuf> {
         .join("init"))
 }
 
-/// Packs `initramfs/<spec>.toml` for `arch` with the given init; returns the
-/// zstd-compressed archive.
+/// A spec by name (`initramfs/<name>.toml`) or by path from the workspace
+/// root (`tests/specs/floor.toml`).
+pub fn spec_path(spec: &str) -> PathBuf {
+    if spec.contains('/') {
+        paths::root().join(spec)
+    } else {
+        paths::root().join("initramfs").join(format!("{spec}.toml"))
+    }
+}
+
+/// Packs a spec for `arch` with the given init; returns the zstd-compressed
+/// archive. The harness's release key and test CA are offered as the inputs
+/// `@release-key` and `@test-ca`.
 pub fn pack_initramfs(
     arch: Arch,
     spec: &str,
@@ -70,10 +81,9 @@ pub fn pack_initramfs(
     kernel: &Kernel,
     out: &Path,
 ) -> Result<PathBuf> {
-    let spec_path = paths::root().join("initramfs").join(format!("{spec}.toml"));
     pack_spec(
         arch,
-        &spec_path,
+        &spec_path(spec),
         init,
         kernel,
         BTreeMap::new(),
@@ -82,7 +92,7 @@ pub fn pack_initramfs(
     )
 }
 
-/// Packs the spec at `spec_path` with the given init and further named
+/// Packs the spec at `spec_path` like [`pack_initramfs`], with further named
 /// inputs (`source = "@name"`), compressed with `compression`.
 pub fn pack_spec(
     arch: Arch,
@@ -96,6 +106,8 @@ pub fn pack_spec(
     let spec = Spec::load(spec_path)?;
     let mut named = inputs;
     named.insert("init".to_owned(), init.to_owned());
+    named.insert("release-key".to_owned(), crate::provider::key()?.public);
+    named.insert("test-ca".to_owned(), crate::provider::test_ca()?.ca);
     if spec
         .files
         .iter()
@@ -181,9 +193,16 @@ pub fn bundle(arch: Arch, spec: &str, variant: Variant) -> Result<Bundle> {
         } else {
             ""
         };
+        // Named by the spec file's stem; test specs live beside the others.
+        let stem = spec_path(spec)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let dir = if spec.contains('/') { "test-specs" } else { "" };
         let out = paths::phase()
             .join(arch.name())
-            .join(format!("{spec}{suffix}.cpio.zst"));
+            .join(dir)
+            .join(format!("{stem}{suffix}.cpio.zst"));
         let initrd = pack_initramfs(arch, spec, &init, &kernel, &out)?;
         Ok(Bundle {
             arch,
@@ -301,7 +320,7 @@ pub fn kexec_bundle(arch: Arch, next: NextKernel) -> Result<KexecBundle> {
         let out = dir.join("first.cpio");
         let initrd = pack_spec(
             arch,
-            &paths::root().join("tests/initramfs/kexec.toml"),
+            &spec_path("tests/specs/kexec.toml"),
             &init,
             &kernel,
             inputs,

@@ -7,9 +7,12 @@
 
 pub mod arch;
 pub mod artifacts;
+pub mod bench;
 pub mod cmd;
 pub mod debian;
+pub mod images;
 pub mod paths;
+pub mod provider;
 pub mod setup;
 pub mod vm;
 

@@ -61,12 +61,38 @@ enum Cmd {
         #[arg(long)]
         no_qemu: bool,
     },
+    /// Benchmarks, printed as tables (never asserted on).
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
     /// Run a fuzz target with cargo-fuzz (nightly) for a while.
     Fuzz {
         /// cmdline, modinfo, modindex, …; all targets when omitted.
         target: Option<String>,
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// DHCP to lease: the init's client against busybox udhcpc, alternating
+    /// in the same VM on QEMU's user network.
+    Dhcp {
+        /// Exchanges per client.
+        #[arg(long, default_value_t = 21)]
+        rounds: u32,
+        /// One architecture; both when omitted.
+        #[arg(long)]
+        arch: Option<Arch>,
+    },
+    /// The same hybrid ISO built with mkimage, grub-mkrescue and the
+    /// xorriso + isolinux + mkfs.vfat + mtools pipeline: time and size.
+    Mkimage {
+        /// Runs of each way; the median counts.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
     },
 }
 
@@ -93,7 +119,13 @@ fn main() -> ExitCode {
         Cmd::QemuX86_64(args) => boot(Arch::X86_64, &args),
         Cmd::QemuAarch64(args) => boot(Arch::Aarch64, &args),
         Cmd::Test { filters, no_qemu } => test(&filters, no_qemu),
+        Cmd::Bench {
+            what: BenchCmd::Dhcp { rounds, arch },
+        } => bench_dhcp(rounds, arch),
         Cmd::Fuzz { target, seconds } => fuzz(target.as_deref(), seconds),
+        Cmd::Bench {
+            what: BenchCmd::Mkimage { runs },
+        } => xtask::bench::mkimage(runs),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -192,6 +224,83 @@ fn boot(arch: Arch, args: &BootArgs) -> Result<()> {
         "{arch}: booted to ready and powered off; QEMU wall time {:.1} s, whole command {:.1} s",
         vm.elapsed().as_secs_f64(),
         started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Median of a non-empty sample (mean of the middle two for an even count).
+fn median(samples: &mut [f64]) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    let n = samples.len();
+    if n % 2 == 1 {
+        samples[n / 2]
+    } else {
+        (samples[n / 2 - 1] + samples[n / 2]) / 2.0
+    }
+}
+
+fn bench_dhcp(rounds: u32, only: Option<Arch>) -> Result<()> {
+    setup::ensure_all()?;
+    let arches: Vec<Arch> = match only {
+        Some(a) => vec![a],
+        None => Arch::ALL.to_vec(),
+    };
+    let mut rows = Vec::new();
+    for arch in arches {
+        step(&format!(
+            "DHCP benchmark on {arch}: {rounds} rounds per client"
+        ));
+        // The debug image has busybox (udhcpc); the test-hooks init has the
+        // benchmark hook.
+        let bundle = artifacts::bundle(arch, "debug", Variant::TestHooks)?;
+        let append =
+            format!("rd.neednet=1 phase.test.bench=dhcp:{rounds} phase.onfail=poweroff quiet");
+        let mut spec = VmSpec::direct(
+            format!("bench-dhcp-{arch}"),
+            arch,
+            &bundle.kernel.image,
+            &bundle.initrd,
+            append,
+        );
+        spec.user_net = true;
+        let mut vm = Vm::start(&spec)?;
+        // Generous: a sample is tens of milliseconds, but TCG boots slowly.
+        vm.wait_event("bench_done", Duration::from_secs(600))?;
+        vm.expect_clean_exit(Duration::from_secs(60))?;
+        for client in ["phase", "udhcpc"] {
+            let mut ms: Vec<f64> = vm
+                .events()
+                .iter()
+                .filter(|e| e["event"] == "bench" && e["client"] == client)
+                .filter_map(|e| e["ms"].as_f64())
+                .collect();
+            if ms.is_empty() {
+                bail!("{arch}: no samples from {client}");
+            }
+            let (min, max) = (
+                ms.iter().copied().fold(f64::INFINITY, f64::min),
+                ms.iter().copied().fold(0.0, f64::max),
+            );
+            let n = ms.len();
+            rows.push((arch, client, n, median(&mut ms), min, max));
+        }
+    }
+    println!();
+    println!("DHCP to lease under QEMU (TCG, -smp 1), user network, same VM, clients alternating");
+    println!(
+        "{:<8} {:<8} {:>7} {:>11} {:>9} {:>9}",
+        "arch", "client", "rounds", "median ms", "min ms", "max ms"
+    );
+    for (arch, client, n, med, min, max) in &rows {
+        println!(
+            "{:<8} {:<8} {n:>7} {med:>11.1} {min:>9.1} {max:>9.1}",
+            arch.name(),
+            client
+        );
+    }
+    println!(
+        "phase: one exchange in the init (packet socket opened, DISCOVER…ACK parsed); \
+         udhcpc: busybox udhcpc -f -q -n with a no-op script, spawn to exit."
     );
     Ok(())
 }

@@ -42,14 +42,63 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "binutils-aarch64-linux-gnu",
         "referee: objdump disassembles the arm64 purgatory",
     ),
+    (
+        "xz-utils",
+        "compresses kernel modules for the compressed-module scenario",
+    ),
     ("file", "checks that the init is static"),
     ("busybox-static", "the shell in debug images"),
+    (
+        "ca-certificates",
+        "the CA bundle netboot images trust for HTTPS",
+    ),
     ("util-linux", "unshare, for the PID 1 reaper test"),
     ("iproute2", "network namespaces for host network tests"),
+    (
+        "dnsmasq-base",
+        "the real DHCP server the network stage is tested against",
+    ),
     (
         "nginx-light",
         "real nginx serves a published provider tree in tests",
     ),
+    (
+        "dosfstools",
+        "referee: fsck.fat -n reads back our FAT images",
+    ),
+    ("gdisk", "referee: sgdisk -v reads back our GPT disks"),
+    (
+        "mtools",
+        "referee: mcopy reads files out of our FAT images; the bench pipeline",
+    ),
+    (
+        "xorriso",
+        "referee: -report_el_torito reads back our ISOs; the bench pipeline",
+    ),
+    (
+        "binutils",
+        "referee: objdump -h reads back our x86_64 UKIs; the bench pipeline",
+    ),
+    (
+        "binutils-aarch64-linux-gnu",
+        "referee: objdump for aarch64 UKIs",
+    ),
+    (
+        "systemd-boot-efi",
+        "input: systemd-stub and systemd-boot (x86_64)",
+    ),
+    (
+        "syslinux",
+        "input: the installer that carries ldlinux.sys and its boot sector",
+    ),
+    (
+        "syslinux-common",
+        "input: ldlinux.c32, menu.c32, gptmbr.bin, mbr.bin",
+    ),
+    ("isolinux", "input: isolinux.bin and isohdpfx.bin"),
+    ("grub-common", "bench: grub-mkrescue"),
+    ("grub-pc-bin", "bench: grub-mkrescue's BIOS images"),
+    ("grub-efi-amd64-bin", "bench: grub-mkrescue's UEFI images"),
 ];
 
 static APT_UPDATED: AtomicBool = AtomicBool::new(false);

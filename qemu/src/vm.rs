@@ -50,6 +50,8 @@ pub struct Drive {
     pub media: Media,
     /// `raw` or `qcow2`.
     pub format: &'static str,
+    /// Attach read-only (CDs always are), so several VMs can share an image.
+    pub readonly: bool,
 }
 
 /// Everything that describes one VM.
@@ -170,7 +172,7 @@ impl VmSpec {
             ]);
         }
         for (i, drive) in self.drives.iter().enumerate() {
-            let readonly = if drive.media == Media::Cdrom {
+            let readonly = if drive.media == Media::Cdrom || drive.readonly {
                 "on"
             } else {
                 "off"

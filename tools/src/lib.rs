@@ -19,7 +19,10 @@
 #![forbid(unsafe_code)]
 
 pub mod keys;
+pub mod nginx;
 pub mod publish;
 pub mod serve;
+#[cfg(feature = "test-ca")]
+pub mod testca;
 pub mod time;
 pub mod verify;

@@ -13,20 +13,17 @@
 //! Bytes are hashed raw: the client asks for `identity` and refuses any
 //! `Content-Encoding`.
 
-use std::fs::File;
-use std::io::{self, Read};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
-
 use indicatif::{ProgressBar, ProgressStyle};
+use phase_fetch::{Client, Config, FetchError, Roots};
 use phase_manifest::{
     Arch, Artifact, ArtifactCheck, Binding, MAX_ENVELOPE_SIZE, Manifest, ManifestError, State,
     TrustStore,
 };
 use serde::Serialize;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
 use thiserror::Error;
-use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 /// The default size of one ranged request.
 pub const DEFAULT_CHUNK: u64 = 8 << 20;
@@ -37,39 +34,10 @@ pub enum VerifyError {
     ReadFile(PathBuf, #[source] io::Error),
     #[error("read CA certificates {0}")]
     ReadCa(PathBuf, #[source] io::Error),
-    #[error("CA file {0} holds no PEM certificate")]
-    NoCa(PathBuf),
     #[error("CA file {0}")]
-    ParseCa(PathBuf, #[source] ureq::Error),
-    #[error("GET {url}")]
-    Fetch {
-        url: String,
-        #[source]
-        source: ureq::Error,
-    },
-    #[error("GET {url}: read body")]
-    ReadBody {
-        url: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("GET {url}: HTTP {status}")]
-    Status { url: String, status: u16 },
-    #[error("GET {url}: Content-Encoding {encoding:?}; files must be served as stored")]
-    ContentEncoding { url: String, encoding: String },
-    #[error("GET {url} with Range {asked}: Content-Range is {got:?}")]
-    ContentRange {
-        url: String,
-        asked: String,
-        got: Option<String>,
-    },
-    #[error("GET {url} with Range {asked}: the body is {got} bytes, not {expected}")]
-    RangeLength {
-        url: String,
-        asked: String,
-        got: u64,
-        expected: u64,
-    },
+    Ca(PathBuf, #[source] FetchError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
     #[error("{location} is not at <channel>/<arch>/manifest.json; pass --channel and --arch{why}")]
     Locate { location: String, why: &'static str },
     #[error("manifest {location} refused")]
@@ -212,207 +180,64 @@ pub struct ArtifactReport {
     pub ranged: bool,
 }
 
-/// An HTTP client set up the way a booting machine fetches: no content
-/// decoding, bounded redirects, no https→http downgrade.
-pub struct Client {
-    agent: ureq::Agent,
+/// A provider client (see `phase_fetch`) trusting `ca`, or Mozilla's roots.
+pub fn client(ca: Option<&Path>) -> Result<Client, VerifyError> {
+    let roots = match ca {
+        Some(ca) => {
+            Roots::Pem(std::fs::read(ca).map_err(|e| VerifyError::ReadCa(ca.to_owned(), e))?)
+        }
+        None => Roots::WebPki,
+    };
+    Client::new(Config::new(roots)).map_err(|e| match (ca, e) {
+        (Some(ca), e @ (FetchError::Ca(_) | FetchError::NoCa)) => VerifyError::Ca(ca.to_owned(), e),
+        (_, e) => VerifyError::Fetch(e),
+    })
 }
 
-impl Client {
-    pub fn new(ca: Option<&Path>, https_only: bool) -> Result<Client, VerifyError> {
-        let mut tls = TlsConfig::builder();
-        if let Some(ca) = ca {
-            let pem = std::fs::read(ca).map_err(|e| VerifyError::ReadCa(ca.to_owned(), e))?;
-            let certs = ureq::tls::parse_pem(&pem)
-                .filter_map(|item| match item {
-                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
-                    Ok(_) => None,
-                    Err(e) => Some(Err(e)),
-                })
-                .collect::<Result<Vec<Certificate<'static>>, _>>()
-                .map_err(|e| VerifyError::ParseCa(ca.to_owned(), e))?;
-            if certs.is_empty() {
-                return Err(VerifyError::NoCa(ca.to_owned()));
-            }
-            tls = tls.root_certs(RootCerts::Specific(Arc::new(certs)));
-        }
-        let agent = ureq::Agent::config_builder()
-            .tls_config(tls.build())
-            .http_status_as_error(false)
-            .https_only(https_only)
-            .max_redirects(5)
-            .accept_encoding("identity")
-            .user_agent(concat!("phase/", env!("CARGO_PKG_VERSION")))
-            .timeout_connect(Some(Duration::from_secs(10)))
-            .timeout_recv_response(Some(Duration::from_secs(30)))
-            .timeout_per_read(Some(Duration::from_secs(30)))
-            .build()
-            .new_agent();
-        Ok(Client { agent })
-    }
-
-    fn get(
-        &self,
-        url: &str,
-        range: Option<&str>,
-    ) -> Result<ureq::http::Response<ureq::Body>, VerifyError> {
-        let mut request = self.agent.get(url);
-        if let Some(range) = range {
-            request = request.header("Range", range);
-        }
-        let response = request.call().map_err(|source| VerifyError::Fetch {
-            url: url.to_owned(),
-            source,
-        })?;
-        if let Some(encoding) = response.headers().get("content-encoding") {
-            let encoding = String::from_utf8_lossy(encoding.as_bytes()).into_owned();
-            if !encoding.eq_ignore_ascii_case("identity") {
-                return Err(VerifyError::ContentEncoding {
-                    url: url.to_owned(),
-                    encoding,
-                });
-            }
-        }
-        Ok(response)
-    }
-
-    /// GETs `url` and returns at most `cap + 1` bytes of it: enough for the
-    /// caller to see that the body was over its cap, never more in memory.
-    pub fn get_capped(&self, url: &str, cap: usize) -> Result<Vec<u8>, VerifyError> {
-        let mut response = self.get(url, None)?;
-        let status = response.status().as_u16();
-        if status != 200 {
-            return Err(VerifyError::Status {
-                url: url.to_owned(),
-                status,
-            });
-        }
-        let mut body = Vec::new();
-        response
-            .body_mut()
-            .as_reader()
-            .take(cap as u64 + 1)
-            .read_to_end(&mut body)
-            .map_err(|source| VerifyError::ReadBody {
-                url: url.to_owned(),
-                source,
-            })?;
-        Ok(body)
-    }
-
-    /// Fetches `artifact` from `url` in ranged chunks into `check`. Returns
-    /// (requests made, whether the server answered with ranges).
-    fn fetch_artifact(
-        &self,
-        url: &str,
-        artifact: &Artifact,
-        chunk_size: u64,
-        check: &mut ArtifactCheck<'_>,
-        bar: &ProgressBar,
-    ) -> Result<(u32, bool), VerifyError> {
-        let chunk_size = chunk_size.max(1);
-        let mut offset = 0u64;
-        let mut requests = 0u32;
-        let mut buf = vec![0u8; 256 << 10];
-        let refused = |source| VerifyError::Artifact {
+/// Fetches `artifact` from `url` in ranged chunks into `check`. Returns
+/// (requests made, whether the server answered with ranges).
+fn fetch_artifact(
+    client: &Client,
+    url: &str,
+    artifact: &Artifact,
+    chunk_size: u64,
+    check: &mut ArtifactCheck<'_>,
+    bar: &ProgressBar,
+) -> Result<(u32, bool), VerifyError> {
+    // The check's refusal is kept whole, so it is reported as a refusal of
+    // the artifact rather than as a transport error.
+    let mut refusal = None;
+    let result = client.get_to(
+        url,
+        0,
+        artifact.size,
+        Some(chunk_size.max(1)),
+        &mut |bytes| {
+            check.update(bytes).map_err(|e| {
+                refusal = Some(e);
+                "refused by the manifest's size and digest".into()
+            })
+        },
+        &mut |done| bar.set_position(done),
+    );
+    if let Some(source) = refusal {
+        return Err(VerifyError::Artifact {
             name: "artifact",
             location: url.to_owned(),
             source,
-        };
-        while offset < artifact.size {
-            // offset < size ≤ MAX_ARTIFACT_SIZE, so neither sum overflows.
-            let end = (offset + chunk_size).min(artifact.size) - 1;
-            let asked = format!("bytes={offset}-{end}");
-            let mut response = self.get(url, Some(&asked))?;
-            requests += 1;
-            let status = response.status().as_u16();
-            match status {
-                206 => {
-                    let expected = format!("bytes {offset}-{end}/{}", artifact.size);
-                    let got = response
-                        .headers()
-                        .get("content-range")
-                        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-                    if got.as_deref() != Some(expected.as_str()) {
-                        return Err(VerifyError::ContentRange {
-                            url: url.to_owned(),
-                            asked,
-                            got,
-                        });
-                    }
-                    let want = end - offset + 1;
-                    let mut reader = response.body_mut().as_reader().take(want + 1);
-                    let mut got = 0u64;
-                    loop {
-                        let n = read_some(&mut reader, &mut buf, url)?;
-                        if n == 0 {
-                            break;
-                        }
-                        got += n as u64;
-                        if got > want {
-                            break;
-                        }
-                        check.update(&buf[..n]).map_err(refused)?;
-                        bar.inc(n as u64);
-                    }
-                    if got != want {
-                        return Err(VerifyError::RangeLength {
-                            url: url.to_owned(),
-                            asked,
-                            got,
-                            expected: want,
-                        });
-                    }
-                    offset = end + 1;
-                }
-                // The server ignored Range: the whole body, capped by the
-                // check at the declared size.
-                200 if offset == 0 => {
-                    let mut reader = response.body_mut().as_reader();
-                    loop {
-                        let n = read_some(&mut reader, &mut buf, url)?;
-                        if n == 0 {
-                            break;
-                        }
-                        check.update(&buf[..n]).map_err(refused)?;
-                        bar.inc(n as u64);
-                    }
-                    return Ok((requests, false));
-                }
-                _ => {
-                    return Err(VerifyError::Status {
-                        url: url.to_owned(),
-                        status,
-                    });
-                }
-            }
-        }
-        Ok((requests, true))
+        });
     }
-}
-
-fn read_some(reader: &mut impl Read, buf: &mut [u8], url: &str) -> Result<usize, VerifyError> {
-    loop {
-        match reader.read(buf) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            result => {
-                return result.map_err(|source| VerifyError::ReadBody {
-                    url: url.to_owned(),
-                    source,
-                });
-            }
-        }
-    }
+    let transfer = result?;
+    Ok((transfer.requests, transfer.ranged))
 }
 
 /// Verifies the manifest at `source`, and with `options.artifacts` every
 /// artifact it names. Returns at the first failure.
 pub fn verify(source: &Source, options: &Options) -> Result<Report, VerifyError> {
     let location = source.location();
-    let https_only = matches!(source, Source::Url(u) if u.starts_with("https://"));
-    let client = Client::new(options.ca.as_deref(), https_only)?;
+    let client = client(options.ca.as_deref())?;
     let bytes = match source {
-        Source::Url(url) => client.get_capped(url, MAX_ENVELOPE_SIZE)?,
+        Source::Url(url) => client.get_capped(url, MAX_ENVELOPE_SIZE as u64)?,
         Source::File(path) => read_file_capped(path, MAX_ENVELOPE_SIZE)?,
     };
 
@@ -461,16 +286,17 @@ pub fn verify(source: &Source, options: &Options) -> Result<Report, VerifyError>
             let mut check = ArtifactCheck::new(artifact);
             let bar = progress_bar(name, artifact.size, options.progress);
             let (requests, ranged) = match &at {
-                Source::Url(url) => client
-                    .fetch_artifact(url, artifact, options.chunk_size, &mut check, &bar)
-                    .map_err(|e| match e {
-                        VerifyError::Artifact { source, .. } => refused(source),
-                        other => VerifyError::ArtifactFetch {
-                            name,
-                            location: at_location.clone(),
-                            source: Box::new(other),
-                        },
-                    })?,
+                Source::Url(url) => {
+                    fetch_artifact(&client, url, artifact, options.chunk_size, &mut check, &bar)
+                        .map_err(|e| match e {
+                            VerifyError::Artifact { source, .. } => refused(source),
+                            other => VerifyError::ArtifactFetch {
+                                name,
+                                location: at_location.clone(),
+                                source: Box::new(other),
+                            },
+                        })?
+                }
                 Source::File(path) => {
                     hash_file(path, &mut check, &bar).map_err(|e| match e {
                         VerifyError::Artifact { source, .. } => refused(source),

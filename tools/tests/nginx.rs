@@ -13,108 +13,12 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 
-use common::{Fixture, TestCa, assert_ranged};
-
-const NGINX: &str = "/usr/sbin/nginx";
-
-struct Nginx {
-    child: Child,
-    dir: PathBuf,
-    http: SocketAddr,
-    https: SocketAddr,
-}
-
-impl Nginx {
-    fn start(tree: &Path, ca: &TestCa, dir: &Path) -> Nginx {
-        let http = TcpListener::bind("127.0.0.1:0").unwrap();
-        let https = TcpListener::bind("127.0.0.1:0").unwrap();
-        let (http_addr, https_addr) = (http.local_addr().unwrap(), https.local_addr().unwrap());
-        let d = dir.display();
-        // Root-owned workers (`user root`): the tree sits in a 0700 temp dir.
-        let config = format!(
-            "user root;
-daemon off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log {d}/access.log;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    types {{ application/json json; }}
-    default_type application/octet-stream;
-    server {{
-        listen {http_addr};
-        listen {https_addr} ssl;
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-        root {root};
-        location /blobs/ {{
-            add_header Cache-Control \"public, max-age=31536000, immutable\";
-        }}
-    }}
-}}
-",
-            cert = ca.cert.display(),
-            key = ca.key.display(),
-            root = tree.display(),
-        );
-        let conf = dir.join("nginx.conf");
-        std::fs::write(&conf, config).unwrap();
-        // The sockets must survive exec; everything else keeps CLOEXEC.
-        for socket in [&http, &https] {
-            rustix::io::fcntl_setfd(socket, rustix::io::FdFlags::empty()).unwrap();
-        }
-        let child = Command::new(NGINX)
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .env(
-                "NGINX",
-                format!("{};{};", http.as_raw_fd(), https.as_raw_fd()),
-            )
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        // nginx holds its own copies now.
-        drop((http, https));
-        Nginx {
-            child,
-            dir: dir.to_owned(),
-            http: http_addr,
-            https: https_addr,
-        }
-    }
-
-    fn access_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
-    }
-
-    fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM: the master stops its workers, then exits; wait for it.
-        let pid = rustix::process::Pid::from_child(&self.child);
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        let _ = self.child.wait();
-    }
-}
+use common::{Fixture, assert_ranged};
+use phase_tools::nginx::{NGINX, Nginx};
+use phase_tools::serve::TlsFiles;
+use phase_tools::testca::TestCa;
 
 fn nginx_present() -> bool {
     if Path::new(NGINX).exists() {
@@ -132,10 +36,18 @@ fn verify_passes_against_nginx_over_http_and_https() {
         return;
     }
     let f = Fixture::new();
-    let ca = TestCa::new(f.dir.path());
+    let ca = TestCa::new(f.dir.path()).unwrap();
     let run = f.dir.path().join("nginx");
     std::fs::create_dir(&run).unwrap();
-    let nginx = Nginx::start(&f.tree, &ca, &run);
+    let nginx = Nginx::start(
+        &f.tree,
+        &TlsFiles {
+            cert: ca.cert.clone(),
+            key: ca.key.clone(),
+        },
+        &run,
+    )
+    .unwrap();
 
     let chunk = 50_000;
     for base in [
@@ -177,14 +89,22 @@ fn nginx_serving_a_tampered_tree_is_refused() {
         return;
     }
     let f = Fixture::new();
-    let ca = TestCa::new(f.dir.path());
+    let ca = TestCa::new(f.dir.path()).unwrap();
     let run = f.dir.path().join("nginx");
     std::fs::create_dir(&run).unwrap();
     // A mirror whose copy of a blob lost its last byte.
     let dtb = common::noise(common::DTB_SIZE, 3);
     let blob = f.tree.join("blobs/sha256").join(sha256_hex(&dtb));
     std::fs::write(&blob, &dtb[..dtb.len() - 1]).unwrap();
-    let nginx = Nginx::start(&f.tree, &ca, &run);
+    let nginx = Nginx::start(
+        &f.tree,
+        &TlsFiles {
+            cert: ca.cert.clone(),
+            key: ca.key.clone(),
+        },
+        &run,
+    )
+    .unwrap();
     let url = format!("http://{}/stable/aarch64/manifest.json", nginx.http);
     let (passed, report) = f.verify(&url, &[]);
     assert!(!passed);

@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use common::{Fixture, KERNEL_SIZE, TestCa, assert_ranged};
+use common::{Fixture, KERNEL_SIZE, assert_ranged};
 use phase_tools::serve::{RequestLog, Server, ServerHandle, TlsFiles};
+use phase_tools::testca::TestCa;
 
 fn serve(root: &Path, tls: Option<&TlsFiles>) -> (ServerHandle, Arc<Mutex<Vec<RequestLog>>>) {
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -186,7 +187,7 @@ fn serve_keeps_a_connection_alive_between_requests() {
 #[test]
 fn verify_passes_against_phase_serve_over_http_and_https() {
     let f = Fixture::new();
-    let ca = TestCa::new(f.dir.path());
+    let ca = TestCa::new(f.dir.path()).unwrap();
     let tls = TlsFiles {
         cert: ca.cert.clone(),
         key: ca.key.clone(),
@@ -215,7 +216,7 @@ fn verify_passes_against_phase_serve_over_http_and_https() {
 #[test]
 fn https_needs_the_ca_and_refuses_a_downgrade() {
     let f = Fixture::new();
-    let ca = TestCa::new(f.dir.path());
+    let ca = TestCa::new(f.dir.path()).unwrap();
     let tls = TlsFiles {
         cert: ca.cert.clone(),
         key: ca.key.clone(),
@@ -252,7 +253,7 @@ fn https_needs_the_ca_and_refuses_a_downgrade() {
     let error = report["error"].as_str().unwrap();
     assert!(
         error.ends_with(&format!(
-            "configured for https only: {}",
+            "redirect to {} refused: https never downgrades to http",
             DOWNGRADE_TO.lock().unwrap()
         )),
         "{error}"
@@ -435,7 +436,7 @@ fn verify_refuses_hostile_mirrors_within_its_caps() {
                 let chunk = format!("{:x}\r\n{}\r\n", 4096, " ".repeat(4096));
                 while s.write_all(chunk.as_bytes()).is_ok() {}
             },
-            "envelope is 65537 bytes, more than the 65536-byte cap",
+            "the body is longer than the 65536-byte cap",
         ),
         // Row 9: a Content-Length far larger than the cap.
         (
@@ -445,7 +446,7 @@ fn verify_refuses_hostile_mirrors_within_its_caps() {
                 );
                 while s.write_all(&[b' '; 4096]).is_ok() {}
             },
-            "more than the 65536-byte cap",
+            "longer than the 65536-byte cap",
         ),
         // Row 12: content decoding would hash other bytes than were served.
         (
@@ -454,7 +455,7 @@ fn verify_refuses_hostile_mirrors_within_its_caps() {
                     b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Encoding: gzip\r\nContent-Length: 2\r\n\r\n{}",
                 );
             },
-            "Content-Encoding \"gzip\"; files must be served as stored",
+            "Content-Encoding \"gzip\" refused; artifacts are hashed exactly as stored",
         ),
         // Row 12: a redirect loop.
         (
@@ -466,7 +467,7 @@ fn verify_refuses_hostile_mirrors_within_its_caps() {
                     .as_bytes(),
                 );
             },
-            "too many redirects",
+            "more than 5 redirects",
         ),
         // Row 9: the artifact body goes on past the declared size while the
         // server ignores Range.
@@ -488,7 +489,7 @@ fn verify_refuses_hostile_mirrors_within_its_caps() {
                     while s.write_all(chunk.as_bytes()).is_ok() {}
                 }
             },
-            "more than the declared 300001 bytes",
+            "the body is longer than the 300001-byte cap",
         ),
         // A 206 whose Content-Range is not the range asked for.
         (

@@ -445,6 +445,12 @@ mod tests {
         ));
     }
 
+    fn sealed(bytes: &[u8]) -> OwnedFd {
+        let mut m = crate::sealed::Unsealed::new("test").unwrap();
+        m.write(bytes).unwrap();
+        m.seal().unwrap().into_fd()
+    }
+
     #[test]
     fn only_sealed_memfds_are_taken() {
         let mut open = std::fs::File::from(sys::memfd_create(c"open").unwrap());
@@ -454,16 +460,27 @@ mod tests {
             check_sealed("kernel", &open),
             Err(KexecError::NotSealed { what: "kernel" })
         ));
-        sys::fcntl_seal_all(&open).unwrap();
-        check_sealed("kernel", &open).unwrap();
+        // Mapping is refused too, since the bytes could still change.
+        assert_eq!(
+            sys::mmap_sealed(&open).err().and_then(|e| e.raw_os_error()),
+            Some(libc::EPERM)
+        );
         let file = std::fs::File::open("/proc/self/exe").unwrap();
         assert!(matches!(
             check_sealed("initrd", &file),
             Err(KexecError::Seals { what: "initrd", .. })
         ));
+        let kernel = sealed(b"kernel");
+        check_sealed("kernel", &kernel).unwrap();
+        assert_eq!(&sys::mmap_sealed(&kernel).unwrap()[..], b"kernel");
+        assert_eq!(
+            sys::mmap_sealed(sealed(b""))
+                .err()
+                .and_then(|e| e.raw_os_error()),
+            Some(libc::EINVAL)
+        );
         // load() checks before it does anything else.
-        let unsealed = sys::memfd_create(c"unsealed").unwrap();
-        let e = load(open, Some(unsealed), None, "x").unwrap_err();
+        let e = load(kernel, Some(open), None, "x").unwrap_err();
         assert!(
             matches!(e, KexecError::NotSealed { what: "initrd" }),
             "{e:?}"

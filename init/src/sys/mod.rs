@@ -142,6 +142,20 @@ pub fn getrandom(buf: &mut [u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// [getrandom(2)](https://man7.org/linux/man-pages/man2/getrandom.2.html)
+/// with `GRND_INSECURE`: never blocks, even before the entropy pool is
+/// initialised (which takes about a second under QEMU's TCG). For values that
+/// must differ between machines but need not be secret, such as DHCP
+/// transaction ids and retransmission jitter.
+pub fn getrandom_insecure(buf: &mut [u8]) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        filled +=
+            rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::INSECURE)?;
+    }
+    Ok(())
+}
+
 /// [memfd_create(2)](https://man7.org/linux/man-pages/man2/memfd_create.2.html)
 /// with `MFD_CLOEXEC | MFD_ALLOW_SEALING`.
 pub fn memfd_create(name: &CStr) -> io::Result<OwnedFd> {
@@ -406,4 +420,160 @@ pub fn kexec_load(entry: u64, segments: &[KexecSegment<'_>], flags: u64) -> io::
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// [sethostname(2)](https://man7.org/linux/man-pages/man2/sethostname.2.html)
+pub fn sethostname(name: &str) -> io::Result<()> {
+    Ok(rustix::system::sethostname(name.as_bytes())?)
+}
+
+/// [init_module(2)](https://man7.org/linux/man-pages/man2/init_module.2.html):
+/// loads a module image from memory (used when the kernel cannot decompress
+/// the file itself).
+pub fn init_module(image: &[u8], params: &CStr) -> io::Result<()> {
+    Ok(rustix::system::init_module(image, params)?)
+}
+
+/// `finit_module` flag: the file is compressed and the kernel should
+/// decompress it (`MODULE_INIT_COMPRESSED_FILE`, Linux 5.17+).
+pub const MODULE_INIT_COMPRESSED_FILE: i32 = 4;
+
+/// [socket(2)](https://man7.org/linux/man-pages/man2/socket.2.html)
+/// `(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE)` and
+/// [bind(2)](https://man7.org/linux/man-pages/man2/bind.2.html) to the
+/// multicast `groups` ([rtnetlink(7)](https://man7.org/linux/man-pages/man7/rtnetlink.7.html)).
+pub fn socket_netlink_route(groups: u32) -> io::Result<OwnedFd> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, netlink};
+    let fd = rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::RAW,
+        SocketFlags::CLOEXEC,
+        // NETLINK_ROUTE is protocol 0, which rustix spells `None`.
+        None,
+    )?;
+    rustix::net::bind(&fd, &netlink::SocketAddrNetlink::new(0, groups))?;
+    Ok(fd)
+}
+
+/// [send(2)](https://man7.org/linux/man-pages/man2/send.2.html) of the whole
+/// buffer (a netlink socket sends to the kernel).
+pub fn send(fd: impl AsFd, buf: &[u8]) -> io::Result<usize> {
+    Ok(rustix::net::send(fd, buf, rustix::net::SendFlags::empty())?)
+}
+
+/// [recv(2)](https://man7.org/linux/man-pages/man2/recv.2.html), with
+/// `MSG_DONTWAIT` when `nonblocking`. Retries on `EINTR`.
+pub fn recv(fd: impl AsFd, buf: &mut [u8], nonblocking: bool) -> io::Result<usize> {
+    use rustix::net::RecvFlags;
+    let flags = if nonblocking {
+        RecvFlags::DONTWAIT
+    } else {
+        RecvFlags::empty()
+    };
+    let fd = fd.as_fd();
+    loop {
+        match rustix::net::recv(fd, &mut *buf, flags) {
+            Ok((n, _)) => return Ok(n),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// [poll(2)](https://man7.org/linux/man-pages/man2/poll.2.html) for input on
+/// one descriptor: true when it is readable within `timeout`. Retries on
+/// `EINTR` with the time left.
+pub fn poll_readable(fd: impl AsFd, timeout: Duration) -> io::Result<bool> {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ts = Timespec {
+            // A boot budget is at most a day of seconds: no overflow.
+            tv_sec: left.as_secs() as i64,
+            tv_nsec: i64::from(left.subsec_nanos()),
+        };
+        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+        match rustix::event::poll(&mut fds, Some(&ts)) {
+            Ok(n) => return Ok(n > 0),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A link-layer socket address, `struct sockaddr_ll`
+/// ([packet(7)](https://man7.org/linux/man-pages/man7/packet.7.html)), for
+/// IPv4 frames on one interface.
+struct LinkAddr {
+    ifindex: i32,
+    /// Destination hardware address; all zero when binding.
+    mac: [u8; 6],
+}
+
+// SAFETY: `with_sockaddr` passes `f` a pointer to a fully initialised
+// `sockaddr_ll` on its own stack, with that struct's exact size, valid for
+// the duration of the call, which is what rustix requires of the trait.
+unsafe impl rustix::net::addr::SocketAddrArg for LinkAddr {
+    unsafe fn with_sockaddr<R>(
+        &self,
+        f: impl FnOnce(
+            *const rustix::net::addr::SocketAddrOpaque,
+            rustix::net::addr::SocketAddrLen,
+        ) -> R,
+    ) -> R {
+        let mut addr = libc::sockaddr_ll {
+            sll_family: libc::AF_PACKET as u16,
+            sll_protocol: (libc::ETH_P_IP as u16).to_be(),
+            sll_ifindex: self.ifindex,
+            sll_hatype: 0,
+            sll_pkttype: 0,
+            sll_halen: 6,
+            sll_addr: [0; 8],
+        };
+        addr.sll_addr[..6].copy_from_slice(&self.mac);
+        f(
+            (&raw const addr).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as rustix::net::addr::SocketAddrLen,
+        )
+    }
+}
+
+/// [socket(2)](https://man7.org/linux/man-pages/man2/socket.2.html)
+/// `(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, ETH_P_IP)` bound to one interface
+/// ([packet(7)](https://man7.org/linux/man-pages/man7/packet.7.html)): sends
+/// and receives whole IPv4 packets with the kernel handling the link header,
+/// whether or not the interface has an address.
+pub fn socket_packet_ipv4(ifindex: u32) -> io::Result<OwnedFd> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, eth};
+    let ifindex = i32::try_from(ifindex).map_err(|_| io::Error::from_raw_os_error(libc::ENODEV))?;
+    let fd = rustix::net::socket_with(
+        AddressFamily::PACKET,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        Some(eth::IP),
+    )?;
+    rustix::net::bind(
+        &fd,
+        &LinkAddr {
+            ifindex,
+            mac: [0; 6],
+        },
+    )?;
+    Ok(fd)
+}
+
+/// [sendto(2)](https://man7.org/linux/man-pages/man2/sendto.2.html) of an
+/// IPv4 packet to the Ethernet broadcast address on `ifindex`.
+pub fn sendto_link_broadcast(fd: impl AsFd, ifindex: u32, packet: &[u8]) -> io::Result<usize> {
+    let ifindex = i32::try_from(ifindex).map_err(|_| io::Error::from_raw_os_error(libc::ENODEV))?;
+    Ok(rustix::net::sendto(
+        fd,
+        packet,
+        rustix::net::SendFlags::empty(),
+        &LinkAddr {
+            ifindex,
+            mac: [0xff; 6],
+        },
+    )?)
 }

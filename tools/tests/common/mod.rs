@@ -3,7 +3,7 @@
 #![allow(dead_code)] // Each test binary uses a different part.
 
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use tempfile::TempDir;
@@ -170,47 +170,5 @@ pub fn assert_ranged(report: &serde_json::Value, chunk: usize) {
         assert_eq!(artifact["size"], size, "{artifact}");
         assert_eq!(artifact["ranged"], true, "{artifact}");
         assert_eq!(artifact["requests"], size.div_ceil(chunk), "{artifact}");
-    }
-}
-
-/// A CA and a server certificate for 127.0.0.1 and localhost, as PEM files.
-pub struct TestCa {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-impl TestCa {
-    pub fn new(dir: &Path) -> TestCa {
-        use rcgen::{
-            BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-        };
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "Phase Boot test CA");
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca_params, ca_key);
-
-        let server_key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "phase test provider");
-        let cert = params.signed_by(&server_key, &issuer).unwrap();
-
-        let ca = TestCa {
-            ca: dir.join("ca.pem"),
-            cert: dir.join("server.pem"),
-            key: dir.join("server.key"),
-        };
-        std::fs::write(&ca.ca, ca_cert.pem()).unwrap();
-        std::fs::write(&ca.cert, cert.pem()).unwrap();
-        std::fs::write(&ca.key, server_key.serialize_pem()).unwrap();
-        ca
     }
 }

@@ -1,0 +1,436 @@
+//! One HTTP(S) client with a booting machine's rules; see the crate docs.
+
+use std::error::Error as StdError;
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use ureq::http::Response;
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
+use ureq::{Agent, Body};
+
+use crate::url::resolve;
+
+/// Which certificate authorities HTTPS trusts.
+#[derive(Debug, Clone)]
+pub enum Roots {
+    /// PEM certificates: the bundle an image carries, or a pinned CA.
+    Pem(Vec<u8>),
+    /// Mozilla's roots (host tools only; needs the `webpki-roots` feature).
+    #[cfg(feature = "webpki-roots")]
+    WebPki,
+}
+
+/// At least `bytes` in every window of `per`, or the transfer is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinRate {
+    pub bytes: u64,
+    pub per: Duration,
+}
+
+/// Deadlines and limits.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub roots: Roots,
+    /// TCP connect (and name resolution).
+    pub connect: Duration,
+    /// From sending the request to the response headers.
+    pub first_byte: Duration,
+    /// Longest silence between two reads of the body.
+    pub stall: Duration,
+    pub min_rate: Option<MinRate>,
+    pub max_redirects: u32,
+    pub user_agent: String,
+}
+
+impl Config {
+    /// Defaults for a booting machine: 10 s to connect, 20 s to the first
+    /// byte, 10 s of silence, at least 64 KiB in every 10 s, 5 redirects.
+    pub fn new(roots: Roots) -> Config {
+        Config {
+            roots,
+            connect: Duration::from_secs(10),
+            first_byte: Duration::from_secs(20),
+            stall: Duration::from_secs(10),
+            min_rate: Some(MinRate {
+                bytes: 64 << 10,
+                per: Duration::from_secs(10),
+            }),
+            max_redirects: 5,
+            user_agent: concat!("phase-boot/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+type SinkError = Box<dyn StdError + Send + Sync>;
+
+#[derive(Debug, Error)]
+pub enum FetchError {
+    #[error("reading the CA certificates")]
+    Ca(#[source] ureq::Error),
+    #[error("the CA bundle holds no PEM certificate")]
+    NoCa,
+    #[error("GET {url}")]
+    Request {
+        url: String,
+        #[source]
+        source: ureq::Error,
+    },
+    #[error("GET {url}: HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("GET {url}: more than {limit} redirects")]
+    Redirects { url: String, limit: u32 },
+    #[error("GET {url}: redirect to {location:?} refused (not an http(s) URL)")]
+    BadRedirect { url: String, location: String },
+    #[error("GET {from}: redirect to {to} refused: https never downgrades to http")]
+    Downgrade { from: String, to: String },
+    #[error(
+        "GET {url}: Content-Encoding {encoding:?} refused; artifacts are hashed exactly as stored"
+    )]
+    ContentEncoding { url: String, encoding: String },
+    #[error("GET {url} with Range {asked}: Content-Range is {got:?}")]
+    ContentRange {
+        url: String,
+        asked: String,
+        got: Option<String>,
+    },
+    #[error("GET {url} with Range {asked}: the server ignored the range")]
+    RangeIgnored { url: String, asked: String },
+    #[error("GET {url}: the body ended after {got} of {expected} bytes")]
+    Truncated {
+        url: String,
+        got: u64,
+        expected: u64,
+    },
+    #[error("GET {url}: the body is longer than the {cap}-byte cap")]
+    TooLarge { url: String, cap: u64 },
+    #[error("GET {url}: {bytes} bytes in {} ms, below the minimum of {} bytes per {} s", elapsed.as_millis(), min.bytes, min.per.as_secs())]
+    TooSlow {
+        url: String,
+        bytes: u64,
+        elapsed: Duration,
+        min: MinRate,
+    },
+    #[error("GET {url}: reading the body")]
+    Read {
+        url: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("GET {url}: the bytes were refused")]
+    Sink {
+        url: String,
+        #[source]
+        source: SinkError,
+    },
+}
+
+/// What a transfer took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    /// The URL the bytes came from, after redirects.
+    pub url: String,
+    pub requests: u32,
+    /// Whether the server answered with byte ranges.
+    pub ranged: bool,
+    pub bytes: u64,
+    pub elapsed: Duration,
+}
+
+/// See the crate docs.
+pub struct Client {
+    agent: Agent,
+    config: Config,
+}
+
+impl Client {
+    pub fn new(config: Config) -> Result<Client, FetchError> {
+        let roots = match &config.roots {
+            Roots::Pem(pem) => {
+                let certs = ureq::tls::parse_pem(pem)
+                    .filter_map(|item| match item {
+                        Ok(PemItem::Certificate(c)) => Some(Ok(c)),
+                        Ok(_) => None,
+                        Err(e) => Some(Err(e)),
+                    })
+                    .collect::<Result<Vec<Certificate<'static>>, _>>()
+                    .map_err(FetchError::Ca)?;
+                if certs.is_empty() {
+                    return Err(FetchError::NoCa);
+                }
+                RootCerts::Specific(Arc::new(certs))
+            }
+            #[cfg(feature = "webpki-roots")]
+            Roots::WebPki => RootCerts::WebPki,
+        };
+        let tls = TlsConfig::builder()
+            .provider(TlsProvider::Rustls)
+            .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .root_certs(roots)
+            .build();
+        let agent = Agent::config_builder()
+            .tls_config(tls)
+            .http_status_as_error(false)
+            // Redirects are followed by hand, to refuse downgrades.
+            .max_redirects(0)
+            .max_redirects_will_error(false)
+            .accept_encoding("identity")
+            .user_agent(config.user_agent.as_str())
+            .timeout_connect(Some(config.connect))
+            .timeout_resolve(Some(config.connect))
+            .timeout_recv_response(Some(config.first_byte))
+            .timeout_per_read(Some(config.stall))
+            .build()
+            .new_agent();
+        Ok(Client { agent, config })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// GETs `url`, following redirects under the rules, and checks the
+    /// encoding. Returns the final URL and the response.
+    fn open(&self, url: &str, range: Option<&str>) -> Result<(String, Response<Body>), FetchError> {
+        let mut current = url.to_owned();
+        for _ in 0..=self.config.max_redirects {
+            let mut request = self.agent.get(&current);
+            if let Some(range) = range {
+                request = request.header("Range", range);
+            }
+            let response = request.call().map_err(|source| FetchError::Request {
+                url: current.clone(),
+                source,
+            })?;
+            let status = response.status().as_u16();
+            if matches!(status, 301 | 302 | 303 | 307 | 308) {
+                let location = header(&response, "location").unwrap_or_default();
+                let next = resolve(&current, &location).ok_or_else(|| FetchError::BadRedirect {
+                    url: current.clone(),
+                    location: location.clone(),
+                })?;
+                if current.to_ascii_lowercase().starts_with("https://")
+                    && next.to_ascii_lowercase().starts_with("http://")
+                {
+                    return Err(FetchError::Downgrade {
+                        from: current,
+                        to: next,
+                    });
+                }
+                current = next;
+                continue;
+            }
+            if let Some(encoding) = header(&response, "content-encoding")
+                && !encoding.eq_ignore_ascii_case("identity")
+            {
+                return Err(FetchError::ContentEncoding {
+                    url: current,
+                    encoding,
+                });
+            }
+            return Ok((current, response));
+        }
+        Err(FetchError::Redirects {
+            url: url.to_owned(),
+            limit: self.config.max_redirects,
+        })
+    }
+
+    /// GETs `url` (status 200) and returns its body, refusing one longer than
+    /// `cap`: at most `cap + 1` bytes are ever read.
+    pub fn get_capped(&self, url: &str, cap: u64) -> Result<Vec<u8>, FetchError> {
+        let (url, mut response) = self.open(url, None)?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            return Err(FetchError::Status { url, status });
+        }
+        // A declared length over the cap is refused before any byte is read.
+        let declared =
+            header(&response, "content-length").and_then(|l| l.trim().parse::<u64>().ok());
+        if declared.is_some_and(|len| len > cap) {
+            return Err(FetchError::TooLarge { url, cap });
+        }
+        let mut reader = response.body_mut().as_reader().take(cap + 1);
+        let mut body = Vec::new();
+        let mut buf = vec![0u8; 16 << 10];
+        let mut rate = RateGuard::new(self.config.min_rate);
+        loop {
+            let n = read_some(&mut reader, &mut buf, &url)?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&buf[..n]);
+            rate.check(n, &url)?;
+        }
+        if body.len() as u64 > cap {
+            return Err(FetchError::TooLarge { url, cap });
+        }
+        Ok(body)
+    }
+
+    /// Streams bytes `start..size` of `url` into `sink`, in ranged requests of
+    /// `chunk` bytes when given, else in one request (with a `Range` from
+    /// `start` when resuming). Each ranged answer must be `206` with exactly
+    /// the `Content-Range` asked for; a `200` is taken only for a request from
+    /// byte 0. Never reads past `size`; a body that ends early is an error.
+    pub fn get_to(
+        &self,
+        url: &str,
+        start: u64,
+        size: u64,
+        chunk: Option<u64>,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), SinkError>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Transfer, FetchError> {
+        let began = Instant::now();
+        let mut offset = start;
+        let mut requests = 0u32;
+        let mut ranged = true;
+        let mut final_url = url.to_owned();
+        let mut buf = vec![0u8; 128 << 10];
+        let mut rate = RateGuard::new(self.config.min_rate);
+        while offset < size || (size == 0 && requests == 0) {
+            // offset < size, so neither sum nor subtraction overflows.
+            let end = match chunk {
+                Some(c) => offset.saturating_add(c.max(1)).min(size),
+                None => size,
+            };
+            let asked = (offset > 0 || chunk.is_some()) && end > offset;
+            let range = asked.then(|| format!("bytes={offset}-{}", end - 1));
+            let (at, mut response) = self.open(url, range.as_deref())?;
+            requests += 1;
+            final_url = at.clone();
+            let status = response.status().as_u16();
+            let want = match (status, &range) {
+                (206, Some(asked)) => {
+                    let expected = format!("bytes {offset}-{}/{size}", end - 1);
+                    let got = header(&response, "content-range");
+                    if got.as_deref() != Some(expected.as_str()) {
+                        return Err(FetchError::ContentRange {
+                            url: at,
+                            asked: asked.clone(),
+                            got,
+                        });
+                    }
+                    end - offset
+                }
+                // A whole body is fine from the start: the caller checks it.
+                (200, _) if offset == 0 => {
+                    ranged = false;
+                    size
+                }
+                (200, Some(asked)) => {
+                    return Err(FetchError::RangeIgnored {
+                        url: at,
+                        asked: asked.clone(),
+                    });
+                }
+                _ => return Err(FetchError::Status { url: at, status }),
+            };
+            // One byte more than wanted shows a body that runs long.
+            let mut reader = response.body_mut().as_reader().take(want + 1);
+            let mut got = 0u64;
+            loop {
+                let n = read_some(&mut reader, &mut buf, &at)?;
+                if n == 0 {
+                    break;
+                }
+                // n ≤ buf.len(), and got ≤ want + 1: no overflow.
+                got += n as u64;
+                if got > want {
+                    // The sink gets what fits and never a byte past the
+                    // declared size, however long the body runs.
+                    let keep = n - (got - want) as usize;
+                    sink(&buf[..keep]).map_err(|source| FetchError::Sink {
+                        url: at.clone(),
+                        source,
+                    })?;
+                    return Err(FetchError::TooLarge { url: at, cap: size });
+                }
+                sink(&buf[..n]).map_err(|source| FetchError::Sink {
+                    url: at.clone(),
+                    source,
+                })?;
+                progress(offset + got);
+                rate.check(n, &at)?;
+            }
+            if got < want {
+                return Err(FetchError::Truncated {
+                    url: at,
+                    got: offset + got,
+                    expected: size,
+                });
+            }
+            offset += got;
+            if size == 0 {
+                break;
+            }
+        }
+        Ok(Transfer {
+            url: final_url,
+            requests,
+            ranged,
+            bytes: size - start,
+            elapsed: began.elapsed(),
+        })
+    }
+}
+
+fn header(response: &Response<Body>, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+fn read_some(reader: &mut impl Read, buf: &mut [u8], url: &str) -> Result<usize, FetchError> {
+    loop {
+        match reader.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            result => {
+                return result.map_err(|source| FetchError::Read {
+                    url: url.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// Enforces [`MinRate`] over consecutive windows of a transfer.
+struct RateGuard {
+    min: Option<MinRate>,
+    window_start: Instant,
+    window_bytes: u64,
+}
+
+impl RateGuard {
+    fn new(min: Option<MinRate>) -> Self {
+        RateGuard {
+            min,
+            window_start: Instant::now(),
+            window_bytes: 0,
+        }
+    }
+
+    fn check(&mut self, n: usize, url: &str) -> Result<(), FetchError> {
+        let Some(min) = self.min else { return Ok(()) };
+        self.window_bytes = self.window_bytes.saturating_add(n as u64);
+        let elapsed = self.window_start.elapsed();
+        if elapsed < min.per {
+            return Ok(());
+        }
+        if self.window_bytes < min.bytes {
+            return Err(FetchError::TooSlow {
+                url: url.to_owned(),
+                bytes: self.window_bytes,
+                elapsed,
+                min,
+            });
+        }
+        self.window_start = Instant::now();
+        self.window_bytes = 0;
+        Ok(())
+    }
+}

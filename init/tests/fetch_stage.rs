@@ -1,0 +1,357 @@
+//! The init's fetch and verify stages on the host, against real providers
+//! (`phase serve` on loopback) and broken ones: the right manifest is taken
+//! from the first mirror that has one, every artifact lands in a sealed memfd
+//! whose bytes hash to the manifest's value, and each refusal of SECURITY.md
+//! rows 2, 4, 7, 8 and 11 ends the stage with its reason and what was tried.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use phase_fetch::{Client, Config, Roots};
+use phase_init::fetch::{self, Budget};
+use phase_init::plan::ProviderUrl;
+use phase_manifest::{Arch, Binding, Handoff, PublicKey, State, TrustStore};
+use phase_tools::publish::{Release, publish};
+use phase_tools::serve::{Server, ServerHandle};
+use sha2::{Digest, Sha256};
+
+const NOW: u64 = 1_800_000_000;
+
+fn signing_key() -> SigningKey {
+    SigningKey::from_bytes(&[7; 32])
+}
+
+fn trust(version_floor: u64) -> TrustStore {
+    let public = PublicKey::from_bytes(signing_key().verifying_key().as_bytes()).unwrap();
+    TrustStore::new(&[public.record()], 1, version_floor, 1000, NOW - 100).unwrap()
+}
+
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A published tree: kernel and initrd of odd sizes, version `version`.
+struct Tree {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    kernel: Vec<u8>,
+    initrd: Vec<u8>,
+}
+
+fn tree(version: u64, arch: Arch, expires_at: u64) -> Tree {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = noise(300_001, 1);
+    let initrd = noise(70_003, 2);
+    std::fs::write(dir.path().join("vmlinuz"), &kernel).unwrap();
+    std::fs::write(dir.path().join("initrd"), &initrd).unwrap();
+    let root = dir.path().join("tree");
+    let release = Release {
+        channel: "stable".into(),
+        arch,
+        board: None,
+        version,
+        issued_at: NOW - 10,
+        expires_at,
+        handoff: Handoff::Kexec,
+        cmdline: "console=ttyS0 phase.report marker=42".into(),
+        kernel: Some(dir.path().join("vmlinuz")),
+        initrd: Some(dir.path().join("initrd")),
+        dtb: None,
+        root_image: None,
+    };
+    publish(&release, &[signing_key()], &root, false).unwrap();
+    Tree {
+        _dir: dir,
+        root,
+        kernel,
+        initrd,
+    }
+}
+
+fn serve(root: &Path) -> ServerHandle {
+    Server::bind(root, "127.0.0.1:0".parse().unwrap(), None, Arc::new(|_| {}))
+        .unwrap()
+        .spawn()
+}
+
+fn mirror(url: &str) -> ProviderUrl {
+    ProviderUrl::parse(url).unwrap()
+}
+
+/// A client for plain HTTP: the CA is never consulted, but one is required.
+fn client() -> Client {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let mut config = Config::new(Roots::Pem(cert.pem().into_bytes()));
+    config.first_byte = Duration::from_secs(2);
+    Client::new(config).unwrap()
+}
+
+fn binding(arch: Arch) -> Binding {
+    Binding {
+        channel: "stable".into(),
+        arch,
+        board: None,
+    }
+}
+
+fn state() -> State {
+    State {
+        now: NOW,
+        ..State::default()
+    }
+}
+
+fn budget(secs: u64) -> Budget {
+    let mut b = Budget::new(Duration::from_secs(secs));
+    b.first_delay = Duration::from_millis(200);
+    b
+}
+
+/// A loopback server answering every request with the same bytes.
+fn junk(reply: &'static [u8]) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(reply);
+        }
+    });
+    url
+}
+
+/// A port nothing listens on.
+fn dead() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    drop(listener);
+    url
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn row3_artifacts_land_in_sealed_memfds_that_hash_to_the_manifest() {
+    let t = tree(5, Arch::X86_64, NOW + 3600);
+    let server = serve(&t.root);
+    let mirrors = [mirror(server.url())];
+    let c = client();
+    let fetched = fetch::fetch_manifest(
+        &c,
+        &mirrors,
+        &binding(Arch::X86_64),
+        &trust(0),
+        &state(),
+        &budget(5),
+    )
+    .unwrap();
+    assert_eq!(fetched.verified.manifest.version, 5);
+    assert_eq!(
+        fetched.verified.manifest.cmdline,
+        "console=ttyS0 phase.report marker=42"
+    );
+    let mut last = 0;
+    let (streamed, tried) = fetch::stream_artifacts(
+        &c,
+        &mirrors,
+        fetched.mirror,
+        &fetched.verified,
+        &budget(5),
+        &mut |p| {
+            last = p.done;
+        },
+    )
+    .unwrap();
+    assert!(tried.is_empty());
+    assert_eq!(last, t.initrd.len() as u64, "progress reached the end");
+    let names: Vec<&str> = streamed.iter().map(|s| s.name).collect();
+    assert_eq!(names, ["kernel", "initrd"]);
+    for (s, bytes) in streamed.iter().zip([&t.kernel, &t.initrd]) {
+        // What the hand-off will read is what was hashed.
+        let back = s.sealed.read_all().unwrap();
+        assert_eq!(sha256(&back), s.sha256);
+        assert_eq!(&back, bytes);
+        let mut f = std::fs::File::from(s.sealed.fd().try_clone_to_owned().unwrap());
+        assert!(f.write(b"x").is_err(), "a sealed artifact took a write");
+    }
+}
+
+#[test]
+fn row11_a_bad_mirror_cannot_block_a_good_one() {
+    let t = tree(5, Arch::X86_64, NOW + 3600);
+    let good = serve(&t.root);
+    let not_found =
+        junk(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let garbage =
+        junk(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\n{garbage}");
+    let mirrors = [
+        mirror(&dead()),
+        mirror(&not_found),
+        mirror(&garbage),
+        mirror(good.url()),
+    ];
+    let c = client();
+    let fetched = fetch::fetch_manifest(
+        &c,
+        &mirrors,
+        &binding(Arch::X86_64),
+        &trust(0),
+        &state(),
+        &budget(5),
+    )
+    .unwrap();
+    assert_eq!(fetched.mirror, 3);
+    assert_eq!(fetched.tried.len(), 3, "{:?}", fetched.tried);
+    assert!(fetched.tried[1].contains("HTTP 404"), "{:?}", fetched.tried);
+    assert!(fetched.tried[2].contains("refused"), "{:?}", fetched.tried);
+}
+
+#[test]
+fn row2_a_tampered_artifact_is_refused_and_taken_from_the_next_mirror() {
+    let good = tree(5, Arch::X86_64, NOW + 3600);
+    // A second tree with the same manifest whose kernel blob has one byte
+    // flipped.
+    let bad_dir = tempfile::tempdir().unwrap();
+    let bad_root = bad_dir.path().join("tree");
+    copy_dir(&good.root, &bad_root);
+    let blob = bad_root.join("blobs/sha256").join(sha256(&good.kernel));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[1234] ^= 0x01;
+    std::fs::write(&blob, &bytes).unwrap();
+
+    let bad = serve(&bad_root);
+    let ok = serve(&good.root);
+    let c = client();
+    // The bad mirror alone: refused once, no retry rounds.
+    let only_bad = [mirror(bad.url())];
+    let fetched = fetch::fetch_manifest(
+        &c,
+        &only_bad,
+        &binding(Arch::X86_64),
+        &trust(0),
+        &state(),
+        &budget(30),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let err = fetch::stream_artifacts(
+        &c,
+        &only_bad,
+        0,
+        &fetched.verified,
+        &budget(30),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        err.error.contains("kernel") && err.error.contains("refused"),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a refusal was retried"
+    );
+    // With a good mirror after it, the kernel comes from the good one.
+    let both = [mirror(bad.url()), mirror(ok.url())];
+    let (streamed, tried) =
+        fetch::stream_artifacts(&c, &both, 0, &fetched.verified, &budget(30), &mut |_| {}).unwrap();
+    assert_eq!(tried.len(), 1, "{tried:?}");
+    assert!(streamed[0].from.starts_with(ok.url()));
+    assert_eq!(streamed[0].sealed.read_all().unwrap(), good.kernel);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn refusals_name_their_reason_and_end_the_stage_at_once() {
+    // (tree version, tree arch, expiry, machine arch, floor, expected words)
+    let table: &[(u64, Arch, u64, Arch, u64, &str)] = &[
+        (4, Arch::X86_64, NOW + 3600, Arch::X86_64, 5, "version 4"),
+        (5, Arch::X86_64, NOW - 1, Arch::X86_64, 0, "expired"),
+        (5, Arch::Aarch64, NOW + 3600, Arch::X86_64, 0, "arch"),
+    ];
+    let c = client();
+    for (version, arch, expires, machine, floor, want) in table {
+        let t = tree(*version, *arch, *expires);
+        // The tree is published for its own arch; serve it under the
+        // machine's path too, as a confused mirror would.
+        let from = t.root.join("stable").join(arch.as_str());
+        let to = t.root.join("stable").join(machine.as_str());
+        if from != to {
+            copy_dir(&from, &to);
+        }
+        let server = serve(&t.root);
+        let started = Instant::now();
+        let err = fetch::fetch_manifest(
+            &c,
+            &[mirror(server.url())],
+            &binding(*machine),
+            &trust(*floor),
+            &state(),
+            &budget(30),
+        )
+        .unwrap_err();
+        assert!(err.error.to_lowercase().contains(want), "{want}: {err:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{want}: a refusal was retried"
+        );
+    }
+}
+
+#[test]
+fn dead_mirrors_are_retried_until_the_budget_ends() {
+    let c = client();
+    let started = Instant::now();
+    let err = fetch::fetch_manifest(
+        &c,
+        &[mirror(&dead()), mirror(&dead())],
+        &binding(Arch::X86_64),
+        &trust(0),
+        &state(),
+        &budget(2),
+    )
+    .unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        err.tried.len() >= 4,
+        "fewer than two rounds: {:?}",
+        err.tried
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "the budget did not hold: {took:?}"
+    );
+}
