@@ -233,7 +233,7 @@ fn lockdown_refusal_fails_closed(arch: Arch) -> Result<()> {
     )
 }
 
-mod x86_64 {
+mod kexec_x86_64 {
     #[test]
     fn hands_off_to_the_next_kernel() -> anyhow::Result<()> {
         super::hands_off_to_the_next_kernel(xtask::Arch::X86_64)
@@ -248,7 +248,7 @@ mod x86_64 {
     }
 }
 
-mod aarch64 {
+mod kexec_aarch64 {
     #[test]
     fn hands_off_to_the_next_kernel() -> anyhow::Result<()> {
         super::hands_off_to_the_next_kernel(xtask::Arch::Aarch64)
