@@ -415,7 +415,11 @@ pub fn load(
     cmdline: &CStr,
 ) -> Result<super::Loaded, KexecError> {
     let map = |what: &'static str, fd: std::os::fd::BorrowedFd<'_>| {
-        sys::mmap_sealed(fd).map_err(|source| KexecError::Map { what, source })
+        sys::mmap_sealed(fd).map_err(|source| KexecError::Map {
+            what,
+            fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
+            source,
+        })
     };
     let kernel_map = map("kernel", kernel.as_fd())?;
     let inflated;

@@ -63,9 +63,10 @@ impl Region {
 
 #[derive(Debug, Error)]
 pub enum KexecError {
-    #[error("F_GET_SEALS on the {what} file descriptor (is it a memfd?)")]
+    #[error("fcntl(fd={fd}, F_GET_SEALS) on the {what} file descriptor (is it a memfd?)")]
     Seals {
         what: &'static str,
+        fd: i32,
         #[source]
         source: io::Error,
     },
@@ -104,9 +105,12 @@ pub enum KexecError {
         #[source]
         source: io::Error,
     },
-    #[error("mmap of the sealed {what} memfd")]
+    #[error(
+        "mmap(NULL, size of fd {fd}, PROT_READ, MAP_SHARED, fd={fd}, 0) of the sealed {what} memfd"
+    )]
     Map {
         what: &'static str,
+        fd: i32,
         #[source]
         source: io::Error,
     },
@@ -221,10 +225,16 @@ impl Loaded {
 
 /// Checks that `fd` is sealed the way `fcntl_seal_all` leaves a memfd.
 pub fn check_sealed(what: &'static str, fd: impl AsFd) -> Result<(), KexecError> {
+    use std::os::fd::AsRawFd;
+    let fd = fd.as_fd();
     match sys::fcntl_get_seals_all(fd) {
         Ok(true) => Ok(()),
         Ok(false) => Err(KexecError::NotSealed { what }),
-        Err(source) => Err(KexecError::Seals { what, source }),
+        Err(source) => Err(KexecError::Seals {
+            what,
+            fd: fd.as_raw_fd(),
+            source,
+        }),
     }
 }
 
