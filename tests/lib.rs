@@ -47,6 +47,15 @@ pub fn stages(vm: &Vm) -> Vec<String> {
         .collect()
 }
 
+/// The event of a stage seen so far (`null` if none).
+pub fn stage_event(vm: &Vm, stage: &str) -> Value {
+    vm.events()
+        .iter()
+        .find(|e| e["event"] == "stage" && e["stage"] == stage)
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// Fails with the VM's console unless `cond` holds.
 pub fn check(vm: &Vm, cond: bool, what: &str) -> Result<()> {
     if cond { Ok(()) } else { Err(vm.failure(what)) }
@@ -60,4 +69,18 @@ pub fn contains(value: &Value, needle: &str) -> Result<()> {
         "{text:?} does not contain {needle:?}"
     );
     Ok(())
+}
+
+/// Declares each scenario `fn name(arch: Arch) -> Result<()>` as two tests,
+/// `x86_64::name` and `aarch64::name`.
+#[macro_export]
+macro_rules! on_both_arches {
+    ($($scenario:ident),* $(,)?) => {
+        mod x86_64 {
+            $(#[test] fn $scenario() -> anyhow::Result<()> { super::$scenario(xtask::Arch::X86_64) })*
+        }
+        mod aarch64 {
+            $(#[test] fn $scenario() -> anyhow::Result<()> { super::$scenario(xtask::Arch::Aarch64) })*
+        }
+    };
 }

@@ -10,7 +10,7 @@
 use std::process::Command;
 
 use anyhow::Result;
-use phase_scenarios::{BOOT, SHORT, boot_with, check, contains};
+use phase_scenarios::{BOOT, SHORT, boot_with, check, contains, stage_event};
 use serde_json::Value;
 use xtask::Arch;
 use xtask::artifacts::{self, Variant};
@@ -18,14 +18,6 @@ use xtask::vm::{Vm, VmSpec};
 
 /// The name resolved through the guest's DNS (see the module comment).
 const PROVIDER_HOST: &str = "deb.debian.org";
-
-fn stage_event(vm: &xtask::vm::Vm, stage: &str) -> Value {
-    vm.events()
-        .iter()
-        .find(|e| e["event"] == "stage" && e["stage"] == stage)
-        .cloned()
-        .unwrap_or_default()
-}
 
 /// Modules from modalias, DHCP lease, DNS through the lease's server.
 fn nic_from_modalias_dhcp_and_dns(arch: Arch) -> Result<()> {
@@ -291,18 +283,7 @@ fn compressed_modules_load(arch: Arch) -> Result<()> {
     vm.expect_clean_exit(SHORT)
 }
 
-macro_rules! on_both_arches {
-    ($($scenario:ident),* $(,)?) => {
-        mod x86_64 {
-            $(#[test] fn $scenario() -> anyhow::Result<()> { super::$scenario(xtask::Arch::X86_64) })*
-        }
-        mod aarch64 {
-            $(#[test] fn $scenario() -> anyhow::Result<()> { super::$scenario(xtask::Arch::Aarch64) })*
-        }
-    };
-}
-
-on_both_arches!(
+phase_scenarios::on_both_arches!(
     nic_from_modalias_dhcp_and_dns,
     static_ip,
     no_nic_takes_the_policy,

@@ -3,7 +3,7 @@
 //! survives an injected panic the way PID 1 must.
 
 use anyhow::Result;
-use phase_scenarios::{BOOT, SHORT, boot, boot_with, check, contains, stages};
+use phase_scenarios::{BOOT, SHORT, boot, boot_with, check, contains, stage_event, stages};
 use serde_json::json;
 use xtask::Arch;
 use xtask::artifacts::Variant;
@@ -44,19 +44,9 @@ fn boots_to_ready(arch: Arch) -> Result<()> {
         stages(&vm) == ["early", "plan", "modules", "network"],
         "stages out of order",
     )?;
-    let plan_event = vm
-        .events()
-        .iter()
-        .find(|e| e["stage"] == "plan")
-        .cloned()
-        .unwrap_or_default();
+    let plan_event = stage_event(&vm, "plan");
     contains(&plan_event["warnings"][0], "unknown key phase.color")?;
-    let modules = vm
-        .events()
-        .iter()
-        .find(|e| e["stage"] == "modules")
-        .cloned()
-        .unwrap_or_default();
+    let modules = stage_event(&vm, "modules");
     let loaded: Vec<&str> = modules["loaded"]
         .as_array()
         .into_iter()
@@ -187,12 +177,7 @@ fn clock_floor_and_no_shell(arch: Arch) -> Result<()> {
         },
     )?;
     let ready = vm.wait_event("ready", BOOT)?;
-    let early = vm
-        .events()
-        .iter()
-        .find(|e| e["stage"] == "early")
-        .cloned()
-        .unwrap_or_default();
+    let early = stage_event(&vm, "early");
     let raised_from = early["clock"]["raised_from"].as_i64().unwrap_or(0);
     check(
         &vm,
@@ -209,12 +194,7 @@ fn clock_floor_and_no_shell(arch: Arch) -> Result<()> {
         ready["image"]["shell"] == false,
         "the release image claims a shell",
     )?;
-    let plan_event = vm
-        .events()
-        .iter()
-        .find(|e| e["stage"] == "plan")
-        .cloned()
-        .unwrap_or_default();
+    let plan_event = stage_event(&vm, "plan");
     let warnings = plan_event["warnings"].to_string();
     check(
         &vm,
@@ -225,18 +205,7 @@ fn clock_floor_and_no_shell(arch: Arch) -> Result<()> {
     vm.expect_clean_exit(SHORT)
 }
 
-macro_rules! on_both_arches {
-    ($($scenario:ident),* $(,)?) => {
-        mod x86_64 {
-            $(#[test] fn $scenario() -> anyhow::Result<()> { super::$scenario(xtask::Arch::X86_64) })*
-        }
-        mod aarch64 {
-            $(#[test] fn $scenario() -> anyhow::Result<()> { super::$scenario(xtask::Arch::Aarch64) })*
-        }
-    };
-}
-
-on_both_arches!(
+phase_scenarios::on_both_arches!(
     boots_to_ready,
     malformed_cmdline_reboots,
     poweroff_policy,

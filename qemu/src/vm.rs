@@ -355,9 +355,20 @@ impl Vm {
     /// Waits for a console line containing `needle` (for what only the
     /// kernel says, such as "reboot: System halted").
     pub fn wait_console(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+        self.wait_console_from(0, needle, timeout)
+    }
+
+    /// Like [`Vm::wait_console`], looking only at lines from index `from` on
+    /// (for what a second kernel prints after a kexec).
+    pub fn wait_console_from(
+        &mut self,
+        from: usize,
+        needle: &str,
+        timeout: Duration,
+    ) -> Result<()> {
         let deadline = Instant::now() + scaled(timeout);
         let what = format!("console line {needle:?}");
-        let mut seen = 0;
+        let mut seen = from.min(self.console.len());
         loop {
             if self.console[seen..].iter().any(|l| l.contains(needle)) {
                 return Ok(());

@@ -10,10 +10,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
+use super::{Samples, Table};
 use crate::artifacts::{self, Variant};
 use crate::{Arch, cmd, paths};
 
@@ -222,13 +223,10 @@ pub fn mkimage(runs: usize) -> Result<()> {
             out = way(&inputs).with_context(|| format!("building the ISO with {name}"))?;
             times.push(t.elapsed());
         }
-        times.sort();
-        let median = times[times.len() / 2];
         let size = std::fs::metadata(&out)?.len();
-        rows.push((name, median, times, size));
+        let ms: Samples = times.iter().map(|t| t.as_secs_f64() * 1000.0).collect();
+        rows.push((name, ms, size));
     }
-    let base = rows[0].1.as_secs_f64();
-    let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
     println!(
         "inputs: {} ({} KiB), {} ({} KiB); {} runs each, median wall time",
         inputs.kernel.display(),
@@ -237,29 +235,25 @@ pub fn mkimage(runs: usize) -> Result<()> {
         std::fs::metadata(&inputs.initrd)?.len() >> 10,
         runs.max(1)
     );
-    println!(
-        "| {:<34} | {:>9} | {:>9} | {:>9} | {:>10} |",
-        "tool", "median ms", "min ms", "max ms", "size KiB"
-    );
-    println!(
-        "|{:-<36}|{:->11}|{:->11}|{:->11}|{:->12}|",
-        "", "", "", "", ""
-    );
-    for (name, median, times, size) in &rows {
-        println!(
-            "| {:<34} | {:>9.1} | {:>9.1} | {:>9.1} | {:>10} |",
-            name,
-            ms(median),
-            ms(&times[0]),
-            ms(&times[times.len() - 1]),
-            size >> 10
-        );
+    let mut table = Table::new(&[
+        "tool",
+        "median ms",
+        "min ms",
+        "max ms",
+        "size KiB",
+        "vs mkimage",
+    ]);
+    let base = rows[0].1.median();
+    for (name, ms, size) in &rows {
+        table.row(vec![
+            name.to_string(),
+            format!("{:.1}", ms.median()),
+            format!("{:.1}", ms.min()),
+            format!("{:.1}", ms.max()),
+            (size >> 10).to_string(),
+            format!("{:.1}x", ms.median() / base),
+        ]);
     }
-    for (name, median, _, _) in &rows[1..] {
-        println!(
-            "mkimage is {:.1}x faster than {name}",
-            median.as_secs_f64() / base
-        );
-    }
+    table.print();
     Ok(())
 }
