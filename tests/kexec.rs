@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use phase_scenarios::{BOOT, SHORT, check, contains};
+use phase_scenarios::{BOOT, SHORT, check, contains, failure_in};
 use xtask::Arch;
 use xtask::artifacts::{self, KexecBundle, MARKER_KEY, NextKernel};
 use xtask::vm::{Vm, VmSpec};
@@ -152,12 +152,7 @@ fn a_bad_kernel_takes_the_policy(arch: Arch) -> Result<()> {
         &bundle,
         "phase.test.kexec=/kexec phase.onfail=poweroff",
     )?;
-    let failure = vm.wait_event("failure", BOOT)?;
-    check(
-        &vm,
-        failure["stage"] == "handoff",
-        "the failure is not in the handoff stage",
-    )?;
+    let failure = failure_in(&mut vm, "handoff", BOOT)?;
     match arch {
         // The kernel's bzImage loader does not recognise it.
         Arch::X86_64 => contains(&failure["error"], "kexec_file_load(kernel_fd=")?,
@@ -193,12 +188,7 @@ fn lockdown_refusal_fails_closed(arch: Arch) -> Result<()> {
         &bundle,
         "lockdown=integrity phase.test.kexec=/kexec phase.onfail=poweroff",
     )?;
-    let failure = vm.wait_event("failure", BOOT)?;
-    check(
-        &vm,
-        failure["stage"] == "handoff",
-        "the failure is not in the handoff stage",
-    )?;
+    let failure = failure_in(&mut vm, "handoff", BOOT)?;
     let error = failure["error"].as_str().unwrap_or_default().to_owned();
     match arch {
         Arch::X86_64 => {

@@ -56,6 +56,17 @@ pub fn stage_event(vm: &Vm, stage: &str) -> Value {
         .unwrap_or_default()
 }
 
+/// Waits for the `failure` event and checks that it names `stage`.
+pub fn failure_in(vm: &mut Vm, stage: &str, timeout: Duration) -> Result<Value> {
+    let failure = vm.wait_event("failure", timeout)?;
+    check(
+        vm,
+        failure["stage"] == stage,
+        &format!("the failure is not in stage {stage}: {failure}"),
+    )?;
+    Ok(failure)
+}
+
 /// Fails with the VM's console unless `cond` holds.
 pub fn check(vm: &Vm, cond: bool, what: &str) -> Result<()> {
     if cond { Ok(()) } else { Err(vm.failure(what)) }

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
-use phase_scenarios::{check, contains};
+use phase_scenarios::{check, contains, failure_in};
 use serde_json::Value;
 use xtask::Arch;
 use xtask::artifacts::{self, Bundle, Variant};
@@ -162,12 +162,7 @@ fn boots(arch: Arch, scheme: &str) -> Result<()> {
 /// A refused boot: the failure event's stage and reason, the policy (power
 /// off), and only one kernel on the console.
 fn refused(vm: &mut Vm, stage: &str, reason: &str) -> Result<()> {
-    let failure = vm.wait_event("failure", NETBOOT)?;
-    check(
-        vm,
-        failure["stage"] == stage,
-        &format!("the failure is not in stage {stage}: {failure}"),
-    )?;
+    let failure = failure_in(vm, stage, NETBOOT)?;
     contains(&failure["error"], reason)?;
     vm.wait_event_where("power off", Duration::from_secs(60), |e| {
         e["event"] == "power" && e["action"] == "power off"

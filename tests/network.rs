@@ -10,7 +10,7 @@
 use std::process::Command;
 
 use anyhow::Result;
-use phase_scenarios::{BOOT, SHORT, boot_with, check, contains, stage_event};
+use phase_scenarios::{BOOT, SHORT, boot_with, check, contains, failure_in, stage_event};
 use serde_json::Value;
 use xtask::Arch;
 use xtask::artifacts::{self, Variant};
@@ -157,12 +157,7 @@ fn no_nic_takes_the_policy(arch: Arch) -> Result<()> {
     let append =
         "rd.neednet=1 rd.net.timeout.iflink=2 rd.retry=0 phase.report phase.onfail=poweroff";
     let mut vm = boot_with(arch, "no-nic", Variant::Release, append, |_| {})?;
-    let failure = vm.wait_event("failure", BOOT)?;
-    check(
-        &vm,
-        failure["stage"] == "network",
-        "the failure is not in the network stage",
-    )?;
+    let failure = failure_in(&mut vm, "network", BOOT)?;
     contains(
         &failure["error"],
         "no network interface of Ethernet type appeared within rd.net.timeout.iflink=2 s",
@@ -178,12 +173,7 @@ fn no_nic_takes_the_policy(arch: Arch) -> Result<()> {
 fn missing_module_is_named(arch: Arch) -> Result<()> {
     let append = "rd.driver.pre=nosuch_nic phase.report phase.onfail=poweroff";
     let mut vm = boot_with(arch, "missing-module", Variant::Release, append, |_| {})?;
-    let failure = vm.wait_event("failure", BOOT)?;
-    check(
-        &vm,
-        failure["stage"] == "modules",
-        "the failure is not in the modules stage",
-    )?;
+    let failure = failure_in(&mut vm, "modules", BOOT)?;
     contains(&failure["error"], "module nosuch_nic is not in the image")?;
     vm.wait_event_where("power off", SHORT, |e| {
         e["event"] == "power" && e["action"] == "power off"

@@ -3,7 +3,9 @@
 //! survives an injected panic the way PID 1 must.
 
 use anyhow::Result;
-use phase_scenarios::{BOOT, SHORT, boot, boot_with, check, contains, stage_event, stages};
+use phase_scenarios::{
+    BOOT, SHORT, boot, boot_with, check, contains, failure_in, stage_event, stages,
+};
 use serde_json::json;
 use xtask::Arch;
 use xtask::artifacts::Variant;
@@ -70,12 +72,7 @@ fn boots_to_ready(arch: Arch) -> Result<()> {
 /// after a visible 10 s countdown) follows.
 fn malformed_cmdline_reboots(arch: Arch) -> Result<()> {
     let mut vm = boot(arch, "malformed", Variant::Release, "phase.timeout=soon")?;
-    let failure = vm.wait_event("failure", BOOT)?;
-    check(
-        &vm,
-        failure["stage"] == "plan",
-        "the failure is not in the plan stage",
-    )?;
+    let failure = failure_in(&mut vm, "plan", BOOT)?;
     contains(
         &failure["error"],
         "phase.timeout=soon: expected a whole number of seconds",
@@ -104,12 +101,7 @@ fn malformed_cmdline_reboots(arch: Arch) -> Result<()> {
 /// phase.onfail=poweroff powers the VM off when there is nothing to boot.
 fn poweroff_policy(arch: Arch) -> Result<()> {
     let mut vm = boot(arch, "poweroff", Variant::Release, "phase.onfail=poweroff")?;
-    let failure = vm.wait_event("failure", BOOT)?;
-    check(
-        &vm,
-        failure["stage"] == "handoff",
-        "the failure is not in the handoff stage",
-    )?;
+    let failure = failure_in(&mut vm, "handoff", BOOT)?;
     contains(&failure["error"], "nothing to boot")?;
     vm.wait_event_where("power off", SHORT, |e| {
         e["event"] == "power" && e["action"] == "power off"
@@ -142,12 +134,7 @@ fn panic_is_logged_and_policy_taken(arch: Arch) -> Result<()> {
         &panic["message"],
         "injected panic at the start of stage modules",
     )?;
-    let failure = vm.wait_event("failure", SHORT)?;
-    check(
-        &vm,
-        failure["stage"] == "modules",
-        "the failure does not name the stage",
-    )?;
+    failure_in(&mut vm, "modules", SHORT)?;
     vm.wait_event_where("reboot", SHORT, |e| {
         e["event"] == "power" && e["action"] == "reboot"
     })?;

@@ -17,6 +17,7 @@ use phase_init::plan::ProviderUrl;
 use phase_manifest::{Arch, Binding, Handoff, PublicKey, State, TrustStore};
 use phase_tools::publish::{Release, publish};
 use phase_tools::serve::{Server, ServerHandle};
+use phase_tools::testdata::noise;
 use sha2::{Digest, Sha256};
 
 const NOW: u64 = 1_800_000_000;
@@ -28,18 +29,6 @@ fn signing_key() -> SigningKey {
 fn trust(version_floor: u64) -> TrustStore {
     let public = PublicKey::from_bytes(signing_key().verifying_key().as_bytes()).unwrap();
     TrustStore::new(&[public.record()], 1, version_floor, 1000, NOW - 100).unwrap()
-}
-
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// A published tree: kernel and initrd of odd sizes, version `version`.

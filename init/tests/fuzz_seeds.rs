@@ -2,19 +2,9 @@
 //! mattered to the fuzzer (seeds and any crash found) must parse without a
 //! panic.
 
-use std::path::Path;
-
-fn corpus(target: &str) -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
-    let inputs: Vec<Vec<u8>> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
-        .collect();
-    assert!(!inputs.is_empty(), "{} has no seeds", dir.display());
-    inputs
-}
+#[path = "../../fuzz/replay.rs"]
+mod replay;
+use replay::inputs as corpus;
 
 #[test]
 fn cmdline_corpus_parses_without_panic() {

@@ -5,21 +5,9 @@ use std::path::Path;
 
 use phase_manifest::{Arch, Binding, Envelope, Manifest, Rotation, State, TrustStore, rotation};
 
-fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
-    let inputs: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| {
-            let path = e.unwrap().path();
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read(&path).unwrap())
-        })
-        .collect();
-    assert!(!inputs.is_empty(), "{} has no seeds", dir.display());
-    inputs
-}
+#[path = "../../fuzz/replay.rs"]
+mod replay;
+use replay::corpus;
 
 #[test]
 fn manifest_corpus_parses_without_panic_and_round_trips() {

@@ -24,5 +24,6 @@ pub mod publish;
 pub mod serve;
 #[cfg(feature = "test-ca")]
 pub mod testca;
+pub mod testdata;
 pub mod time;
 pub mod verify;

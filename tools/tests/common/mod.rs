@@ -6,6 +6,7 @@ use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+pub use phase_tools::testdata::noise;
 use tempfile::TempDir;
 
 /// Runs the `phase` binary Cargo built for these tests.
@@ -39,20 +40,6 @@ pub fn fails(output: Output) -> String {
         String::from_utf8_lossy(&output.stdout)
     );
     String::from_utf8(output.stderr).unwrap()
-}
-
-/// Deterministic pseudo-random bytes (xorshift), so artifacts are not
-/// compressible and every byte matters to the hash.
-pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// A key pair and a tree published with them by the `phase` binary.
