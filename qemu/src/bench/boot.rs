@@ -63,8 +63,9 @@ fail "kexec -e returned"
 
 const UDHCPC: &str = "#!/bin/sh\n[ \"$1\" = bound ] || exit 0\nifconfig \"$interface\" \"$ip\" netmask \"$subnet\"\nroute add default gw \"$router\"\n";
 
-/// Debian packages for `arch`: `root` and, recursively, the `lib*` packages
-/// it depends on, unpacked.
+/// Debian packages for `arch`: `root` and, recursively, the library
+/// packages it depends on (named with "lib", as `libc6` and `zlib1g`),
+/// unpacked.
 fn unpack_with_libraries(root: &str, arch: Arch) -> Result<Vec<PathBuf>> {
     let mut todo = vec![root.to_owned()];
     let mut seen = BTreeSet::new();
@@ -85,7 +86,7 @@ fn unpack_with_libraries(root: &str, arch: Arch) -> Result<Vec<PathBuf>> {
             let line = line.trim().trim_start_matches('|');
             if let Some(dep) = line.strip_prefix("Depends: ") {
                 let dep = dep.split(':').next().unwrap_or(dep);
-                if dep.starts_with("lib") && !dep.contains('<') {
+                if dep.contains("lib") && !dep.contains('<') {
                     todo.push(dep.to_owned());
                 }
             }
