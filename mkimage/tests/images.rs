@@ -5,7 +5,8 @@
 //! The kernel is a stand-in (a PE/COFF file with the x86 setup header
 //! magic): the formats only look at its header, and the real-kernel boots
 //! are the QEMU scenarios' job. Stubs, syslinux and isolinux are Debian's,
-//! as in production; a missing one skips its part with a printed reason.
+//! as in production; a missing one skips its part with a printed reason
+//! (a failure under `PHASE_REQUIRE_TOOLS`, which `cargo xtask test` sets).
 
 mod referee;
 
@@ -82,6 +83,10 @@ fn inputs() -> Inputs {
 fn have(path: &str, what: &str) -> bool {
     let ok = Path::new(path).exists();
     if !ok {
+        assert!(
+            std::env::var_os("PHASE_REQUIRE_TOOLS").is_none(),
+            "{what}: {path} is missing and PHASE_REQUIRE_TOOLS is set"
+        );
         println!("SKIPPED {what}: {path} is not installed");
     }
     ok

@@ -375,6 +375,9 @@ fn test(filters: &[String], no_qemu: bool) -> Result<()> {
     })?;
     timed("unit, golden and reference-tool tests", &mut || {
         let mut c = cargo();
+        // Setup installed every referee and server; a test that would skip
+        // for lack of one fails instead.
+        c.env("PHASE_REQUIRE_TOOLS", "1");
         c.args([
             "test",
             "--workspace",

@@ -632,6 +632,10 @@ mod tests {
         {
             Ok(out) => out,
             Err(e) => {
+                assert!(
+                    std::env::var_os("PHASE_REQUIRE_TOOLS").is_none(),
+                    "{objdump} not runnable ({e}) and PHASE_REQUIRE_TOOLS is set"
+                );
                 eprintln!(
                     "skipped: {objdump} not runnable ({e}); install binutils-aarch64-linux-gnu"
                 );

@@ -1,5 +1,6 @@
 //! Reference tools that read our images back. Each is looked up on PATH; a
-//! missing one makes its check print why it was skipped, never pass silently.
+//! missing one makes its check print why it was skipped, never pass silently,
+//! and fail when `PHASE_REQUIRE_TOOLS` is set (as `cargo xtask test` does).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -16,6 +17,10 @@ pub fn tool(name: &str, check: &str) -> Option<PathBuf> {
             return Some(candidate);
         }
     }
+    assert!(
+        std::env::var_os("PHASE_REQUIRE_TOOLS").is_none(),
+        "{check}: {name} is missing and PHASE_REQUIRE_TOOLS is set"
+    );
     println!("SKIPPED {check}: {name} is not installed");
     None
 }
