@@ -50,11 +50,15 @@ pub struct CdromOptions {
 
 pub const EFI_IMAGE: &str = "efi/efiboot.img";
 
-/// The EFI boot image: a FAT volume sized to the UEFI layout.
-pub fn efi_image(boot: &BootSet, opts: &CdromOptions) -> Result<fat::FatImage, CdromError> {
+/// The EFI boot image: a FAT volume sized to the UEFI layout, built sparse
+/// (file data left out of its bytes), with the files that belong in it.
+pub fn efi_image(
+    boot: &BootSet,
+    opts: &CdromOptions,
+) -> Result<(fat::FatImage, Files), CdromError> {
     let mut files = Files::new();
-    boot.add_uefi(&mut files)?;
-    fat::build(
+    boot.add_uefi_sparse(&mut files)?;
+    let image = fat::build(
         &files,
         &FatOptions {
             label: Some("PHASE-EFI".into()),
@@ -63,10 +67,12 @@ pub fn efi_image(boot: &BootSet, opts: &CdromOptions) -> Result<fat::FatImage, C
                 u32::from_le_bytes([g[0], g[1], g[2], g[3]])
             },
             time: opts.time,
+            sparse: true,
             ..FatOptions::default()
         },
     )
-    .map_err(CdromError::Fat)
+    .map_err(CdromError::Fat)?;
+    Ok((image, files))
 }
 
 /// Lays out the ISO; kernels, initramfs and blobs are borrowed, not copied.
@@ -75,7 +81,7 @@ pub fn build<'a>(
     bios: Option<&'a IsoBios>,
     opts: &CdromOptions,
 ) -> Result<IsoImage<'a>, CdromError> {
-    let efi = efi_image(boot, opts)?;
+    let (efi, efi_files) = efi_image(boot, opts)?;
     let mut files: Vec<(String, Cow<'a, [u8]>)> = Vec::new();
     let mut aliases = Vec::new();
     let mut entries = Vec::new();
@@ -100,7 +106,7 @@ pub fn build<'a>(
             // The BIOS menu's kernels and initramfs are the bytes of the
             // UKIs' .linux and .initrd sections inside the EFI image: listed
             // in the ISO tree, stored once.
-            aliases = uki_aliases(boot, &efi)?;
+            aliases = uki_aliases(boot, &efi, &efi_files)?;
             entries.push(BootEntry {
                 platform: Platform::Bios,
                 path: "isolinux/isolinux.bin".into(),
@@ -111,13 +117,17 @@ pub fn build<'a>(
         }
         (Arch::Aarch64, _) => "efi/boot.cat",
     };
-    files.push((EFI_IMAGE.into(), Cow::Owned(efi.bytes)));
+    // The EFI image goes into the layout as its sparse bytes (for its size),
+    // then its part is replaced by the pieces: metadata and each file's own
+    // buffer, so the UKIs are never copied into one image.
+    let efi_len = efi.bytes.len();
+    files.push((EFI_IMAGE.into(), Cow::Owned(vec![0; efi_len])));
     entries.push(BootEntry {
         platform: Platform::Efi,
         path: EFI_IMAGE.into(),
         boot_info_table: false,
     });
-    iso9660::build(
+    let mut image = iso9660::build(
         files,
         &IsoOptions {
             volume_id: "PHASE_BOOT".into(),
@@ -132,25 +142,108 @@ pub fn build<'a>(
             aliases,
         },
     )
-    .map_err(CdromError::Iso)
+    .map_err(CdromError::Iso)?;
+
+    // Each UKI's kernel and initramfs: borrowed from the inputs, by the
+    // UKI's offset in the EFI image.
+    let mut payloads = std::collections::BTreeMap::new();
+    for v in &boot.variants {
+        let path = uki_path(boot, &v.name);
+        let extent = efi.files.get(&path).ok_or_else(|| CdromError::UkiMissing {
+            variant: v.name.clone(),
+        })?;
+        payloads.insert(extent.offset, (v, &boot.initrd[..]));
+    }
+    let Some(i) = image.parts.iter().position(|(o, _)| {
+        image
+            .files
+            .get(EFI_IMAGE)
+            .is_some_and(|e| u64::from(e.lba) * iso9660::BLOCK == *o)
+    }) else {
+        return Err(CdromError::UkiMissing {
+            variant: EFI_IMAGE.into(),
+        });
+    };
+    let at = image.parts[i].0;
+    let mut pieces: Vec<(u64, Cow<'a, [u8]>)> = Vec::new();
+    for (o, bytes) in efi.into_pieces(efi_files) {
+        match payloads.get(&o) {
+            Some(&(v, initrd)) => {
+                let missing = || CdromError::UkiMissing {
+                    variant: v.name.clone(),
+                };
+                for (rel, piece) in uki_pieces(bytes, &v.kernel, initrd).ok_or_else(missing)? {
+                    pieces.push((at + o + rel, piece));
+                }
+            }
+            None => pieces.push((at + o, Cow::Owned(bytes))),
+        }
+    }
+    image.parts.splice(i..=i, pieces);
+    Ok(image)
+}
+
+/// Where a variant's UKI is in the EFI image.
+fn uki_path(boot: &BootSet, variant: &str) -> String {
+    if boot.direct {
+        boot.arch.efi_boot_file().to_owned()
+    } else {
+        crate::menu::uki_path(variant)
+    }
+}
+
+/// A sparse UKI ([`crate::uki::build_sparse`]) as pieces relative to its
+/// start: its own bytes around the left-out sections, and the kernel and
+/// initramfs borrowed where those go. `None` if it does not parse as one.
+fn uki_pieces<'a>(
+    uki: Vec<u8>,
+    kernel: &'a [u8],
+    initrd: &'a [u8],
+) -> Option<Vec<(u64, Cow<'a, [u8]>)>> {
+    let pe = crate::uki::Pe::parse(&uki, "the UKI").ok()?;
+    let mut holes = Vec::new();
+    for (name, data) in crate::uki::SPARSE_SECTIONS.iter().zip([kernel, initrd]) {
+        let s = pe.section(name)?;
+        if s.virtual_size as usize != data.len() {
+            return None;
+        }
+        holes.push((u64::from(s.raw_offset), data));
+    }
+    holes.sort_by_key(|h| h.0);
+    let mut out = Vec::new();
+    let mut at = 0u64;
+    for (offset, data) in holes {
+        if offset < at || offset + data.len() as u64 > uki.len() as u64 {
+            return None;
+        }
+        if offset > at {
+            out.push((at, Cow::Owned(uki[at as usize..offset as usize].to_vec())));
+        }
+        out.push((offset, Cow::Borrowed(data)));
+        at = offset + data.len() as u64;
+    }
+    if (at as usize) < uki.len() {
+        out.push((at, Cow::Owned(uki[at as usize..].to_vec())));
+    }
+    Some(out)
 }
 
 /// `phase/<variant>/{vmlinuz,initrd}` as aliases of the sections of each
 /// variant's UKI in the EFI image: FAT data is 2048-aligned and the UKI's
 /// sections start on 4096-byte file offsets, so they start on ISO blocks.
-fn uki_aliases(boot: &BootSet, efi: &fat::FatImage) -> Result<Vec<Alias>, CdromError> {
+fn uki_aliases(
+    boot: &BootSet,
+    efi: &fat::FatImage,
+    efi_files: &Files,
+) -> Result<Vec<Alias>, CdromError> {
     let mut out = Vec::new();
     for v in &boot.variants {
-        let path = if boot.direct {
-            boot.arch.efi_boot_file().to_owned()
-        } else {
-            crate::menu::uki_path(&v.name)
-        };
+        let path = uki_path(boot, &v.name);
         let missing = || CdromError::UkiMissing {
             variant: v.name.clone(),
         };
         let extent = efi.files.get(&path).ok_or_else(missing)?;
-        let bytes = &efi.bytes[extent.offset as usize..(extent.offset + extent.len) as usize];
+        let bytes = efi_files.get(&path).ok_or_else(missing)?;
         let pe = crate::uki::Pe::parse(bytes, "the UKI").map_err(|_| missing())?;
         let dir = format!("phase/{}", crate::menu::dir_name(&v.name));
         for (section, name) in [(".linux", "vmlinuz"), (".initrd", "initrd")] {

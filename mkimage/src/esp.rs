@@ -67,13 +67,20 @@ impl BootSet {
     /// The UKI of each variant: with the default entry's command line when
     /// booted directly, without one behind the menu.
     pub fn ukis(&self) -> Result<Vec<(String, Vec<u8>)>, EspError> {
+        self.ukis_built(uki::build)
+    }
+
+    fn ukis_built(
+        &self,
+        build: fn(&uki::Parts<'_>) -> Result<uki::Uki, uki::UkiError>,
+    ) -> Result<Vec<(String, Vec<u8>)>, EspError> {
         let cmdline = self
             .direct
             .then(|| self.menu.default_entry().cmdline.as_str());
         self.variants
             .iter()
             .map(|v| {
-                uki::build(&uki::Parts {
+                build(&uki::Parts {
                     stub: &self.stub,
                     kernel: &v.kernel,
                     initrd: &self.initrd,
@@ -93,7 +100,21 @@ impl BootSet {
 
     /// The UEFI side of an ESP: boot file, UKIs, loader entries, DTBs.
     pub fn add_uefi(&self, files: &mut Files) -> Result<(), EspError> {
-        let ukis = self.ukis()?;
+        self.add_uefi_ukis(files, self.ukis()?)
+    }
+
+    /// Like [`BootSet::add_uefi`], with UKIs from [`uki::build_sparse`]
+    /// (zeros where each variant's kernel and the initramfs go), for a
+    /// writer that streams those from the inputs.
+    pub fn add_uefi_sparse(&self, files: &mut Files) -> Result<(), EspError> {
+        self.add_uefi_ukis(files, self.ukis_built(uki::build_sparse)?)
+    }
+
+    fn add_uefi_ukis(
+        &self,
+        files: &mut Files,
+        ukis: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), EspError> {
         if self.direct {
             if ukis.len() != 1 {
                 return Err(EspError::DirectVariants(ukis.len()));

@@ -130,6 +130,42 @@ impl Files {
         self.insert(path, Node::File { data, attr })
     }
 
+    /// The data of the file at `path`, as added.
+    pub fn get(&self, path: &str) -> Option<&[u8]> {
+        let mut dir = &self.root;
+        let mut parts = path.split('/').filter(|p| !p.is_empty()).peekable();
+        while let Some(name) = parts.next() {
+            match (dir.children.get(&name.to_ascii_uppercase()), parts.peek()) {
+                (Some((_, Node::Dir(d))), Some(_)) => dir = d,
+                (Some((_, Node::File { data, .. })), None) => return Some(data),
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// Each file's data by its path (as [`FatImage::files`] names it).
+    pub fn into_data(self) -> BTreeMap<String, Vec<u8>> {
+        fn walk(dir: Dir, prefix: &str, out: &mut BTreeMap<String, Vec<u8>>) {
+            for (name, node) in dir.children.into_values() {
+                let path = if prefix.is_empty() {
+                    name
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                match node {
+                    Node::Dir(d) => walk(d, &path, out),
+                    Node::File { data, .. } => {
+                        out.insert(path, data);
+                    }
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        walk(self.root, "", &mut out);
+        out
+    }
+
     /// Adds an empty directory (parents of files are added implicitly).
     pub fn add_dir(&mut self, path: &str) -> Result<(), FatError> {
         self.insert(path, Node::Dir(Dir::default()))
@@ -226,6 +262,12 @@ pub struct FatOptions {
     /// Bytes per cluster; `None` picks 2048 (so data can be 2048-aligned for
     /// ISO9660), or more for very large volumes.
     pub cluster_size: Option<u32>,
+    /// Leave file data out of [`FatImage::bytes`] (zeros where it goes), for
+    /// a writer that streams each file from its own buffer instead
+    /// ([`FatImage::into_pieces`]): the ISO's EFI image is mostly one UKI,
+    /// and copying it only to write it out again costs as much as the rest
+    /// of the build.
+    pub sparse: bool,
 }
 
 /// Where a file's bytes landed.
@@ -248,6 +290,49 @@ pub struct FatImage {
 }
 
 impl FatImage {
+    /// The image as (offset, bytes) pieces in offset order, for an image
+    /// built with [`FatOptions::sparse`] from `files`: the metadata between
+    /// the files copied out of [`FatImage::bytes`], each file's data moved
+    /// out of `files`. Runs of whole zero sectors are left out; whoever
+    /// writes the pieces fills gaps with zeros.
+    pub fn into_pieces(self, files: Files) -> Vec<(u64, Vec<u8>)> {
+        let mut data = files.into_data();
+        let mut holes: Vec<(u64, u64, Vec<u8>)> = self
+            .files
+            .iter()
+            .filter(|(_, e)| e.offset > 0 && e.len > 0)
+            .filter_map(|(path, e)| data.remove(path).map(|d| (e.offset, e.len, d)))
+            .collect();
+        holes.sort_by_key(|h| h.0);
+        let mut pieces = Vec::new();
+        // Adds the non-zero sectors of bytes[from..to], joining neighbours.
+        let metadata = |from: u64, to: u64, pieces: &mut Vec<(u64, Vec<u8>)>| {
+            let mut run: Option<(u64, Vec<u8>)> = None;
+            let mut at = from;
+            while at < to {
+                let end = (at - at % SECTOR + SECTOR).min(to);
+                let chunk = &self.bytes[at as usize..end as usize];
+                if chunk.iter().any(|&b| b != 0) {
+                    run.get_or_insert_with(|| (at, Vec::new()))
+                        .1
+                        .extend_from_slice(chunk);
+                } else if let Some(done) = run.take() {
+                    pieces.push(done);
+                }
+                at = end;
+            }
+            pieces.extend(run);
+        };
+        let mut at = 0u64;
+        for (offset, len, bytes) in holes {
+            metadata(at, offset, &mut pieces);
+            pieces.push((offset, bytes));
+            at = offset + len;
+        }
+        metadata(at, self.bytes.len() as u64, &mut pieces);
+        pieces
+    }
+
     /// Byte offset of the boot code area after the BPB (where syslinux's
     /// code goes): 62 for FAT12/16, 90 for FAT32.
     pub fn boot_code_offset(&self) -> usize {
@@ -860,7 +945,9 @@ fn write(arena: &Arena<'_>, g: &Geometry, opts: &FatOptions, label: Option<[u8; 
         let offset = match file_cluster.get(path.as_str()) {
             Some(&c) => {
                 let at = cluster_offset(c);
-                img[at as usize..at as usize + data.len()].copy_from_slice(data);
+                if !opts.sparse {
+                    img[at as usize..at as usize + data.len()].copy_from_slice(data);
+                }
                 at
             }
             None => 0,
@@ -1032,6 +1119,38 @@ mod tests {
             time: 1_700_000_000, // 2023-11-14 22:13:20 UTC
             ..FatOptions::default()
         }
+    }
+
+    #[test]
+    fn sparse_pieces_write_out_as_the_whole_image() {
+        let mut f = Files::new();
+        f.add(
+            "EFI/BOOT/BOOTX64.EFI",
+            (0..70_001u32).map(|i| i as u8).collect(),
+        )
+        .unwrap();
+        f.add("loader/loader.conf", b"timeout 0\n".to_vec())
+            .unwrap();
+        f.add("empty", Vec::new()).unwrap();
+        f.add("odd", vec![0xA5; 2049]).unwrap();
+        let whole = build(&f, &opts()).unwrap();
+        let sparse = build(
+            &f,
+            &FatOptions {
+                sparse: true,
+                ..opts()
+            },
+        )
+        .unwrap();
+        assert_eq!(sparse.files, whole.files);
+        let mut out = vec![0u8; sparse.bytes.len()];
+        let mut end = 0;
+        for (offset, bytes) in sparse.into_pieces(f) {
+            assert!(offset as usize >= end, "pieces overlap or are out of order");
+            out[offset as usize..offset as usize + bytes.len()].copy_from_slice(&bytes);
+            end = offset as usize + bytes.len();
+        }
+        assert_eq!(out, whole.bytes);
     }
 
     #[test]

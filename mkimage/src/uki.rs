@@ -151,26 +151,37 @@ impl Pe {
 /// 16-bit one's-complement sum of the file, skipping the checksum field,
 /// plus the file length.
 pub fn pe_checksum(b: &[u8], checksum_at: usize) -> u32 {
-    // One's-complement addition is associative: sum the words in a wide
-    // accumulator (2^31 words of at most 0xFFFF cannot overflow 64 bits)
-    // and fold the carries once at the end; the compiler vectorises this.
+    fold_checksum(word_sum(b) - field_sum(b, checksum_at), b.len() as u64)
+}
+
+/// The sum of `b`'s 16-bit little-endian words (an odd last byte is a word
+/// with a zero high byte). One's-complement addition is associative: sum in
+/// a wide accumulator (2^31 words of at most 0xFFFF cannot overflow 64
+/// bits) and fold the carries once at the end; the compiler vectorises this.
+fn word_sum(b: &[u8]) -> u64 {
     let words = b.chunks_exact(2);
     let tail = words.remainder().first().map_or(0, |&x| u64::from(x));
-    let mut sum: u64 = words
+    words
         .map(|w| u64::from(u16::from_le_bytes([w[0], w[1]])))
         .sum::<u64>()
-        + tail;
-    // Leave out the checksum field itself.
-    for at in [checksum_at, checksum_at + 2] {
-        if let Some(w) = b.get(at..at + 2) {
-            sum -= u64::from(u16::from_le_bytes([w[0], w[1]]));
-        }
-    }
+        + tail
+}
+
+/// The words of the checksum field, which the checksum leaves out.
+fn field_sum(b: &[u8], checksum_at: usize) -> u64 {
+    [checksum_at, checksum_at + 2]
+        .iter()
+        .filter_map(|&at| b.get(at..at + 2))
+        .map(|w| u64::from(u16::from_le_bytes([w[0], w[1]])))
+        .sum()
+}
+
+fn fold_checksum(mut sum: u64, len: u64) -> u32 {
     while sum >> 16 != 0 {
         sum = (sum & 0xFFFF) + (sum >> 16);
     }
     // The length of a PE image fits in 32 bits (checked by the caller).
-    (sum as u32).wrapping_add(b.len() as u32)
+    (sum as u32).wrapping_add(len as u32)
 }
 
 /// `nop` in AArch64 (0xD503201F), little-endian.
@@ -197,6 +208,8 @@ pub struct Parts<'a> {
 /// A built UKI and where its payload sections are.
 #[derive(Debug, Clone)]
 pub struct Uki {
+    /// The image; from [`build_sparse`], with zeros where `.linux` and
+    /// `.initrd` go.
     pub bytes: Vec<u8>,
     pub arch: Arch,
     pub sections: Vec<Section>,
@@ -207,6 +220,21 @@ pub const DATA_ALIGN: u64 = 4096;
 
 /// Appends the parts to the stub.
 pub fn build(parts: &Parts<'_>) -> Result<Uki, UkiError> {
+    assemble(parts, false)
+}
+
+/// The sections whose data [`build_sparse`] leaves out.
+pub const SPARSE_SECTIONS: [&str; 2] = [".linux", ".initrd"];
+
+/// Like [`build`], but the bytes hold zeros where the kernel and the
+/// initramfs go (the headers and the checksum are those of the whole UKI):
+/// for a writer that streams those two from the inputs instead of copying
+/// them into the UKI first.
+pub fn build_sparse(parts: &Parts<'_>) -> Result<Uki, UkiError> {
+    assemble(parts, true)
+}
+
+fn assemble(parts: &Parts<'_>, sparse: bool) -> Result<Uki, UkiError> {
     let stub = Pe::parse(parts.stub, "the stub")?;
     let arch = Arch::from_pe_machine(stub.machine).ok_or(UkiError::StubMachine {
         machine: stub.machine,
@@ -295,16 +323,30 @@ pub fn build(parts: &Parts<'_>) -> Result<Uki, UkiError> {
     if total > u64::from(u32::MAX) {
         return Err(UkiError::TooLarge);
     }
-    let mut out = Vec::with_capacity(total as usize);
-    out.extend_from_slice(parts.stub);
+    // Lay the sections out, then fill one zeroed buffer: what a sparse
+    // build leaves out is never touched.
+    let mut end = parts.stub.len() as u64;
+    let placed: Vec<(u64, u64)> = new
+        .iter()
+        .map(|(_, data)| {
+            let raw_offset = align(end, DATA_ALIGN.max(fa));
+            let raw_size = align(data.len() as u64, fa);
+            end = raw_offset + raw_size;
+            (raw_offset, raw_size)
+        })
+        .collect();
+    let mut out = vec![0u8; end as usize];
+    out[..parts.stub.len()].copy_from_slice(parts.stub);
+    // Words of the left-out data, for the checksum.
+    let mut left_out = 0u64;
     let mut sections = stub.sections.clone();
     let mut added_init = 0u64;
-    for (i, (name, data)) in new.iter().enumerate() {
-        let raw_offset = align(out.len() as u64, DATA_ALIGN.max(fa));
-        out.resize(raw_offset as usize, 0);
-        out.extend_from_slice(data);
-        let raw_size = align(data.len() as u64, fa);
-        out.resize((raw_offset + raw_size) as usize, 0);
+    for (i, ((name, data), &(raw_offset, raw_size))) in new.iter().zip(&placed).enumerate() {
+        if sparse && SPARSE_SECTIONS.contains(name) {
+            left_out += word_sum(data);
+        } else {
+            out[raw_offset as usize..raw_offset as usize + data.len()].copy_from_slice(data);
+        }
         // Checked against 4 GiB above.
         let s = Section {
             name: (*name).to_owned(),
@@ -337,7 +379,12 @@ pub fn build(parts: &Parts<'_>) -> Result<Uki, UkiError> {
     out[stub.opt + 8..stub.opt + 12].copy_from_slice(&init.to_le_bytes()); // SizeOfInitializedData
     out[stub.opt + 56..stub.opt + 60].copy_from_slice(&(next_rva as u32).to_le_bytes()); // SizeOfImage
     let checksum_at = stub.opt + 64;
-    let sum = pe_checksum(&out, checksum_at);
+    // Sparse: the zeros add nothing, and every left-out section starts on
+    // an even offset, so its words are the image's words.
+    let sum = fold_checksum(
+        word_sum(&out) + left_out - field_sum(&out, checksum_at),
+        out.len() as u64,
+    );
     out[checksum_at..checksum_at + 4].copy_from_slice(&sum.to_le_bytes()); // CheckSum
     Ok(Uki {
         bytes: out,
@@ -426,6 +473,35 @@ mod tests {
         assert_eq!(pe.size_of_image, 0x5000 + 0x2000);
         assert_eq!(pe.checksum, pe_checksum(&uki.bytes, pe.opt + 64));
         assert_eq!(pe.sections[4].characteristics, DATA_RO);
+    }
+
+    #[test]
+    fn a_sparse_uki_is_the_whole_uki_without_kernel_and_initrd() {
+        let stub = tiny_pe(0x8664, 0x1000);
+        let mut kernel = tiny_kernel_x86();
+        kernel.push(0xA5); // an odd length: the checksum pairs it with padding
+        let initrd: Vec<u8> = (0..7001u32).map(|i| (i * 7) as u8).collect();
+        let parts = Parts {
+            stub: &stub,
+            kernel: &kernel,
+            initrd: &initrd,
+            cmdline: Some("console=ttyS0"),
+            osrel: "ID=phase\n",
+            uname: None,
+            dtb: None,
+        };
+        let whole = build(&parts).unwrap();
+        let mut sparse = build_sparse(&parts).unwrap();
+        assert_eq!(sparse.bytes.len(), whole.bytes.len());
+        let pe = Pe::parse(&sparse.bytes, "sparse").unwrap();
+        for (name, data) in [(".linux", &kernel), (".initrd", &initrd)] {
+            let at = pe.section(name).unwrap().raw_offset as usize;
+            let hole = &mut sparse.bytes[at..at + data.len()];
+            assert!(hole.iter().all(|&b| b == 0), "{name} was written");
+            hole.copy_from_slice(data);
+        }
+        // Headers, checksum included, describe the whole UKI.
+        assert_eq!(sparse.bytes, whole.bytes);
     }
 
     #[test]

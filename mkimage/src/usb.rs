@@ -147,6 +147,7 @@ pub fn build(boot: &BootSet, bios: Option<&Bios>, opts: &UsbOptions) -> Result<U
                 free_bytes: opts.free,
                 fat_type: opts.fat_type,
                 cluster_size: None,
+                sparse: false,
             },
         )
         .map_err(|e| match (e, opts.size) {
