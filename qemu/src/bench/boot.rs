@@ -41,6 +41,7 @@ const SCRIPT: &str = r#"#!/bin/sh
 /bin/busybox --install -s /bin
 export PATH=/bin LD_LIBRARY_PATH=/lib
 mount -t proc proc /proc
+echo "phase-event: {\"event\":\"init\",\"t_ms\":$(awk '{printf "%d", $1 * 1000}' /proc/uptime)}"
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 . /bench.conf
@@ -234,6 +235,9 @@ fn script_image(arch: Arch, kernel: &Kernel, conf: &str, out: &Path) -> Result<P
 /// One boot: the kexec moment in the guest, and the hand-off on the host.
 struct Sample {
     kexec_ms: f64,
+    /// From the first moment the init reports (Phase Boot: the start of its
+    /// early stage; the script: right after mounting /proc) to the kexec.
+    init_ms: f64,
     handoff_ms: f64,
 }
 
@@ -250,8 +254,18 @@ fn measure(name: &str, arch: Arch, bundle: &Bundle, initrd: &Path, append: &str)
     let kexec_ms = kexec["t_ms"]
         .as_f64()
         .with_context(|| format!("{name}: kexec event without t_ms"))?;
+    let init_start = vm
+        .events()
+        .iter()
+        .find_map(|e| match (e["event"].as_str(), e["stage"].as_str()) {
+            (Some("init"), _) => e["t_ms"].as_f64(),
+            (Some("stage"), Some("early")) => Some(e["t_ms"].as_f64()? - e["ms"].as_f64()?),
+            _ => None,
+        })
+        .with_context(|| format!("{name}: no event marks the init's start"))?;
     Ok(Sample {
         kexec_ms,
+        init_ms: kexec_ms - init_start,
         handoff_ms: handoff.as_secs_f64() * 1000.0,
     })
 }
@@ -267,6 +281,7 @@ pub fn run(runs: usize, only: Option<Arch>) -> Result<()> {
         "kernel start → kexec, median ms",
         "min",
         "max",
+        "init start → kexec, median ms",
         "kexec → next kernel, median ms",
         "ratio",
     ]);
@@ -340,6 +355,7 @@ pub fn run(runs: usize, only: Option<Arch>) -> Result<()> {
             ("script", &theirs, &theirs_kexec),
         ] {
             let handoff: Samples = samples.iter().map(|s| s.handoff_ms).collect();
+            let init: Samples = samples.iter().map(|s| s.init_ms).collect();
             table.row(vec![
                 arch.name().into(),
                 who.into(),
@@ -347,6 +363,7 @@ pub fn run(runs: usize, only: Option<Arch>) -> Result<()> {
                 format!("{:.0}", kexec.median()),
                 format!("{:.0}", kexec.min()),
                 format!("{:.0}", kexec.max()),
+                format!("{:.0}", init.median()),
                 format!("{:.0}", handoff.median()),
                 format!("{:.2}", kexec.median() / ours_kexec.median()),
             ]);
