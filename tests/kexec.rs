@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use phase_scenarios::{BOOT, SHORT, check, contains, failure_in};
+use phase_scenarios::{BOOT, SHORT, check, contains, failure_in, wait_power};
 use xtask::Arch;
 use xtask::artifacts::{self, KexecBundle, MARKER_KEY, NextKernel};
 use xtask::vm::{Vm, VmSpec};
@@ -80,9 +80,7 @@ fn hand_off(arch: Arch, name: &str, next: NextKernel) -> Result<(Vm, KexecBundle
     let report = vm.wait_event("report", BOOT)?;
     let expected = format!("{MARKER_KEY}={}", bundle.marker);
     contains(&report["cmdline"], &expected)?;
-    vm.wait_event_where("power off", SHORT, |e| {
-        e["event"] == "power" && e["action"] == "power off"
-    })?;
+    wait_power(&mut vm, "power off", SHORT)?;
     vm.expect_clean_exit(SHORT)?;
     // The report came from a second kernel: the first one said it was
     // starting a new kernel, and a second banner followed.
@@ -161,9 +159,7 @@ fn a_bad_kernel_takes_the_policy(arch: Arch) -> Result<()> {
             "not an arm64 Image: magic 0x644d52be at offset 56 is not ARM\\x64",
         )?,
     }
-    vm.wait_event_where("power off", SHORT, |e| {
-        e["event"] == "power" && e["action"] == "power off"
-    })?;
+    wait_power(&mut vm, "power off", SHORT)?;
     vm.expect_clean_exit(SHORT)?;
     check(
         &vm,
@@ -212,9 +208,7 @@ fn lockdown_refusal_fails_closed(arch: Arch) -> Result<()> {
             contains(&failure["error"], "Operation not permitted")?;
         }
     }
-    vm.wait_event_where("power off", SHORT, |e| {
-        e["event"] == "power" && e["action"] == "power off"
-    })?;
+    wait_power(&mut vm, "power off", SHORT)?;
     vm.expect_clean_exit(SHORT)?;
     check(
         &vm,

@@ -67,6 +67,14 @@ pub fn failure_in(vm: &mut Vm, stage: &str, timeout: Duration) -> Result<Value> 
     Ok(failure)
 }
 
+/// Waits for the init's `power` event with `action` ("power off", "reboot",
+/// "halt").
+pub fn wait_power(vm: &mut Vm, action: &str, timeout: Duration) -> Result<Value> {
+    vm.wait_event_where(action, timeout, |e| {
+        e["event"] == "power" && e["action"] == action
+    })
+}
+
 /// Fails with the VM's console unless `cond` holds.
 pub fn check(vm: &Vm, cond: bool, what: &str) -> Result<()> {
     if cond { Ok(()) } else { Err(vm.failure(what)) }

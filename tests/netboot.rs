@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
-use phase_scenarios::{check, contains, failure_in};
+use phase_scenarios::{check, contains, failure_in, wait_power};
 use serde_json::Value;
 use xtask::Arch;
 use xtask::artifacts::{self, Bundle, Variant};
@@ -164,9 +164,7 @@ fn boots(arch: Arch, scheme: &str) -> Result<()> {
 fn refused(vm: &mut Vm, stage: &str, reason: &str) -> Result<()> {
     let failure = failure_in(vm, stage, NETBOOT)?;
     contains(&failure["error"], reason)?;
-    vm.wait_event_where("power off", Duration::from_secs(60), |e| {
-        e["event"] == "power" && e["action"] == "power off"
-    })?;
+    wait_power(vm, "power off", Duration::from_secs(60))?;
     vm.expect_clean_exit(Duration::from_secs(60))?;
     check(vm, kernel_starts(vm) == 1, "a second kernel started")?;
     check(

@@ -10,7 +10,9 @@
 use std::process::Command;
 
 use anyhow::Result;
-use phase_scenarios::{BOOT, SHORT, boot_with, check, contains, failure_in, stage_event};
+use phase_scenarios::{
+    BOOT, SHORT, boot_with, check, contains, failure_in, stage_event, wait_power,
+};
 use serde_json::Value;
 use xtask::Arch;
 use xtask::artifacts::{self, Variant};
@@ -162,9 +164,7 @@ fn no_nic_takes_the_policy(arch: Arch) -> Result<()> {
         &failure["error"],
         "no network interface of Ethernet type appeared within rd.net.timeout.iflink=2 s",
     )?;
-    vm.wait_event_where("power off", SHORT, |e| {
-        e["event"] == "power" && e["action"] == "power off"
-    })?;
+    wait_power(&mut vm, "power off", SHORT)?;
     vm.expect_clean_exit(SHORT)
 }
 
@@ -175,9 +175,7 @@ fn missing_module_is_named(arch: Arch) -> Result<()> {
     let mut vm = boot_with(arch, "missing-module", Variant::Release, append, |_| {})?;
     let failure = failure_in(&mut vm, "modules", BOOT)?;
     contains(&failure["error"], "module nosuch_nic is not in the image")?;
-    vm.wait_event_where("power off", SHORT, |e| {
-        e["event"] == "power" && e["action"] == "power off"
-    })?;
+    wait_power(&mut vm, "power off", SHORT)?;
     vm.expect_clean_exit(SHORT)
 }
 

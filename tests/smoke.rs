@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use phase_scenarios::{
-    BOOT, SHORT, boot, boot_with, check, contains, failure_in, stage_event, stages,
+    BOOT, SHORT, boot, boot_with, check, contains, failure_in, stage_event, stages, wait_power,
 };
 use serde_json::json;
 use xtask::Arch;
@@ -62,9 +62,7 @@ fn boots_to_ready(arch: Arch) -> Result<()> {
     )?;
     let report = vm.wait_event("report", SHORT)?;
     contains(&report["cmdline"], "phase.channel=smoke")?;
-    vm.wait_event_where("power off", SHORT, |e| {
-        e["event"] == "power" && e["action"] == "power off"
-    })?;
+    wait_power(&mut vm, "power off", SHORT)?;
     vm.expect_clean_exit(SHORT)
 }
 
@@ -82,9 +80,7 @@ fn malformed_cmdline_reboots(arch: Arch) -> Result<()> {
         failure["policy"] == json!({"action": "reboot", "delay_s": 10}),
         "not the default reboot policy",
     )?;
-    vm.wait_event_where("reboot", SHORT, |e| {
-        e["event"] == "power" && e["action"] == "reboot"
-    })?;
+    wait_power(&mut vm, "reboot", SHORT)?;
     vm.expect_clean_exit(SHORT)?;
     check(
         &vm,
@@ -103,18 +99,14 @@ fn poweroff_policy(arch: Arch) -> Result<()> {
     let mut vm = boot(arch, "poweroff", Variant::Release, "phase.onfail=poweroff")?;
     let failure = failure_in(&mut vm, "handoff", BOOT)?;
     contains(&failure["error"], "nothing to boot")?;
-    vm.wait_event_where("power off", SHORT, |e| {
-        e["event"] == "power" && e["action"] == "power off"
-    })?;
+    wait_power(&mut vm, "power off", SHORT)?;
     vm.expect_clean_exit(SHORT)
 }
 
 /// phase.onfail=halt stops the machine without powering it off.
 fn halt_policy(arch: Arch) -> Result<()> {
     let mut vm = boot(arch, "halt", Variant::Release, "phase.onfail=halt")?;
-    vm.wait_event_where("halt", BOOT, |e| {
-        e["event"] == "power" && e["action"] == "halt"
-    })?;
+    wait_power(&mut vm, "halt", BOOT)?;
     // The kernel confirms on the console; QEMU keeps running, so stop it.
     vm.wait_console("reboot: System halted", SHORT)?;
     vm.kill()
@@ -135,9 +127,7 @@ fn panic_is_logged_and_policy_taken(arch: Arch) -> Result<()> {
         "injected panic at the start of stage modules",
     )?;
     failure_in(&mut vm, "modules", SHORT)?;
-    vm.wait_event_where("reboot", SHORT, |e| {
-        e["event"] == "power" && e["action"] == "reboot"
-    })?;
+    wait_power(&mut vm, "reboot", SHORT)?;
     vm.expect_clean_exit(SHORT)?;
     check(
         &vm,
