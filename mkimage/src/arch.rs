@@ -15,7 +15,7 @@ pub enum ArchError {
     )]
     NotAKernel { what: String, head: Vec<u8> },
     #[error(
-        "{what} is compressed ({format}); UEFI boots an arm64 Image only uncompressed (unpack it first)"
+        "{what} is compressed ({format}); UEFI starts a kernel only as an x86 bzImage or an uncompressed arm64 Image (unpack it first)"
     )]
     Compressed { what: String, format: &'static str },
 }
