@@ -310,6 +310,24 @@ pub fn device_modaliases(sysfs: &Path) -> Vec<String> {
     out.into_iter().collect()
 }
 
+/// Whether a device's modalias names mass storage: a PCI mass-storage
+/// function (class 01: AHCI, NVMe, virtio-blk, SCSI HBAs), a virtio block or
+/// SCSI device, a SCSI device, or a USB mass-storage interface. Their
+/// drivers are not on the way to the network, and probing disks can take
+/// long (AHCI ports, NVMe resets), so the init loads them in the background
+/// while the network comes up.
+pub fn is_storage(alias: &str) -> bool {
+    // Field names in modaliases are lower case and values upper-case hex,
+    // so a field like "bc01" cannot be matched by a value by accident.
+    if let Some(rest) = alias.strip_prefix("pci:") {
+        return rest.contains("bc01");
+    }
+    if let Some(rest) = alias.strip_prefix("virtio:d") {
+        return rest.starts_with("00000002") || rest.starts_with("00000008");
+    }
+    alias.starts_with("scsi:") || (alias.starts_with("usb:") && alias.contains("ic08"))
+}
+
 /// Loads one batch of (module, reason) and returns what it loaded.
 pub type Loader<'a> = dyn FnMut(&[(String, String)]) -> Result<Vec<Loaded>, ModulesError> + 'a;
 
@@ -318,18 +336,22 @@ pub type Loader<'a> = dyn FnMut(&[(String, String)]) -> Result<Vec<Loaded>, Modu
 /// loads one batch (name, reason) and returns what it loaded; a batch that
 /// fails is reported through `on_error` and the scan goes on, as udev does:
 /// one driver that refuses its device must not keep the NIC's from loading.
+/// Devices whose modalias `defer` picks are passed over, and a module only
+/// they ask for is left out of `tried`, so a later call with the same
+/// `tried` (and a `defer` that picks nothing) loads exactly what was left.
 pub fn load_for_devices(
     index: &ModuleIndex,
     sysfs: &Path,
     blacklist: &[String],
+    defer: &dyn Fn(&str) -> bool,
+    tried: &mut BTreeSet<String>,
     load: &mut Loader<'_>,
     on_error: &mut dyn FnMut(&str, &ModulesError),
 ) -> Vec<Loaded> {
-    let mut tried: BTreeSet<String> = BTreeSet::new();
     let mut loaded = Vec::new();
     loop {
         let mut batch: Vec<(String, String)> = Vec::new();
-        for alias in device_modaliases(sysfs) {
+        for alias in device_modaliases(sysfs).into_iter().filter(|a| !defer(a)) {
             for module in index.modules_for_alias(&alias) {
                 if blacklist.iter().any(|b| b == module) || index.is_builtin(module) {
                     continue;
@@ -514,9 +536,15 @@ mod tests {
                 .collect())
         };
         let mut errors = Vec::new();
-        let loaded = load_for_devices(&index, &dir, &[], &mut load, &mut |m, e| {
-            errors.push(format!("{m}: {e}"))
-        });
+        let loaded = load_for_devices(
+            &index,
+            &dir,
+            &[],
+            &|_| false,
+            &mut BTreeSet::new(),
+            &mut load,
+            &mut |m, e| errors.push(format!("{m}: {e}")),
+        );
         assert_eq!(
             batches,
             [
@@ -557,6 +585,8 @@ mod tests {
             &index,
             &dir,
             &["virtio_console".to_owned()],
+            &|_| false,
+            &mut BTreeSet::new(),
             &mut failing,
             &mut |m, e| errors.push(format!("{m}: {e}")),
         );
@@ -569,6 +599,70 @@ mod tests {
                 "virtio_net: resolving modules"
             ]
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn storage_drivers_are_left_for_a_second_pass() {
+        for (alias, storage) in [
+            (
+                "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01",
+                true,
+            ),
+            (
+                "pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00",
+                true,
+            ),
+            (
+                "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00",
+                false,
+            ),
+            (
+                "pci:v0000BC01d00001000sv00001AF4sd00000001bc02sc00i00",
+                false,
+            ),
+            ("virtio:d00000002v00001AF4", true),
+            ("virtio:d00000001v00001AF4", false),
+            ("scsi:t-0x00", true),
+            ("usb:v0781p5581d0100dc00dsc00dp00ic08isc06ip50in00", true),
+            ("usb:v0BDAp8153d3100dc00dsc00dp00icFFiscFFip00in00", false),
+            ("of:Nvirtio_mmioT(null)Cvirtio,mmio", false),
+        ] {
+            assert_eq!(is_storage(alias), storage, "{alias}");
+        }
+
+        let dir = std::env::temp_dir().join(format!("phase-sysfs-defer-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        device(&dir, "virtio", "virtio0", "virtio:d00000001v00001AF4");
+        device(&dir, "virtio", "virtio1", "virtio:d00000002v00001AF4");
+        let index = virtio_index();
+        let mut names = Vec::new();
+        let mut load = |batch: &[(String, String)]| -> Result<Vec<Loaded>, ModulesError> {
+            names.push(batch[0].0.clone());
+            Ok(vec![])
+        };
+        let mut tried = BTreeSet::new();
+        let mut errors = |_: &str, _: &ModulesError| {};
+        load_for_devices(
+            &index,
+            &dir,
+            &[],
+            &is_storage,
+            &mut tried,
+            &mut load,
+            &mut errors,
+        );
+        load_for_devices(
+            &index,
+            &dir,
+            &[],
+            &|_| false,
+            &mut tried,
+            &mut load,
+            &mut errors,
+        );
+        // The NIC's driver first; the disk's on the second pass, once.
+        assert_eq!(names, ["virtio_net", "virtio_blk"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -2,7 +2,10 @@
 //! logged as one human line, emitted as one event, and on failure turned into
 //! a [`Failure`] that the policy handles. Nothing here returns.
 
+use std::collections::BTreeSet;
 use std::os::fd::OwnedFd;
+use std::sync::Mutex;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use phase_manifest::{Arch, Binding, State};
@@ -423,6 +426,98 @@ fn start_deadline(budget: Duration) {
     }
 }
 
+/// The storage drivers loading in the background (see [`modules_stage`]),
+/// with how long they took; joined before any hand-off.
+static STORAGE_DRIVERS: Mutex<Option<Background>> = Mutex::new(None);
+
+/// What the storage-driver thread loaded, and how long it took.
+type Background = JoinHandle<(Vec<modules::Loaded>, Duration)>;
+
+/// Tells how a module load went, unless the plan is quiet.
+fn say_loaded(quiet: bool) -> impl FnMut(&modules::Loaded) {
+    move |m| {
+        if !quiet {
+            info!(
+                "module {} {} in {} ms ({})",
+                m.name, m.outcome, m.ms, m.reason
+            );
+        }
+    }
+}
+
+/// Loads the rest of what the devices ask for — the storage drivers the
+/// modules stage passed over, and whatever their devices reveal — on a
+/// thread of its own, so disk controllers probe while the network comes up.
+/// If no thread can be started, loads them here.
+fn load_storage_drivers(
+    plan: &BootPlan,
+    index: phase_initramfs::modindex::ModuleIndex,
+    tried: BTreeSet<String>,
+) {
+    let blacklist = plan.blacklist.clone();
+    let quiet = plan.quiet;
+    let work = move || {
+        let start = Instant::now();
+        let mut tried = tried;
+        let mut say = say_loaded(quiet);
+        let loaded = modules::load_for_devices(
+            &index,
+            std::path::Path::new("/sys"),
+            &blacklist,
+            &|_| false,
+            &mut tried,
+            &mut |batch| modules::load(&index, batch, &blacklist, &mut say),
+            &mut |module, e| warn!("module {module} (for a device): {}", error_chain(e)),
+        );
+        (loaded, start.elapsed())
+    };
+    match std::thread::Builder::new()
+        .name("storage-drivers".into())
+        .spawn(work)
+    {
+        Ok(handle) => {
+            if let Ok(mut slot) = STORAGE_DRIVERS.lock() {
+                *slot = Some(handle);
+            }
+        }
+        Err(e) => {
+            warn!("cannot start the storage-driver thread ({e}); storage drivers are not loaded")
+        }
+    }
+}
+
+/// Waits for the background storage drivers, then logs and emits what
+/// they loaded. Called before a hand-off, so nothing is still probing when
+/// the next kernel starts.
+fn finish_storage_drivers() {
+    let handle = STORAGE_DRIVERS.lock().ok().and_then(|mut slot| slot.take());
+    let Some(handle) = handle else {
+        return;
+    };
+    let waited = Instant::now();
+    match handle.join() {
+        Ok((loaded, took)) => {
+            let names: Vec<&str> = loaded.iter().map(|m| m.name.as_str()).collect();
+            info!(
+                "modules: {} storage driver(s) loaded in the background in {} ms, waited {} ms{}",
+                loaded.len(),
+                took.as_millis(),
+                waited.elapsed().as_millis(),
+                if names.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", names.join(" "))
+                }
+            );
+            event::emit(
+                "modules",
+                json!({ "background": true, "ms": took.as_millis() as u64, "loaded": loaded }),
+            );
+        }
+        Err(_) => warn!("the storage-driver thread panicked"),
+    }
+}
+
 fn modules_stage(plan: &BootPlan) -> Result<Done<Vec<modules::Loaded>>, Failure> {
     let fail = |e: &dyn std::error::Error| Failure::new(Stage::Modules, error_chain(e));
     let index = modules::read_index().map_err(|e| fail(&e))?;
@@ -436,25 +531,23 @@ fn modules_stage(plan: &BootPlan) -> Result<Done<Vec<modules::Loaded>>, Failure>
             .iter()
             .map(|n| (n.clone(), "rd.driver.pre=".to_owned())),
     );
-    let mut say = |m: &modules::Loaded| {
-        if !plan.quiet {
-            info!(
-                "module {} {} in {} ms ({})",
-                m.name, m.outcome, m.ms, m.reason
-            );
-        }
-    };
+    let mut say = say_loaded(plan.quiet);
     let mut loaded =
         modules::load(&index, &wanted, &plan.blacklist, &mut say).map_err(|e| fail(&e))?;
-    // Then whatever the devices ask for, as udev would.
+    // Then whatever the devices ask for, as udev would — storage last, on
+    // its own thread, while the network comes up.
+    let mut tried = BTreeSet::new();
     let from_devices = modules::load_for_devices(
         &index,
         std::path::Path::new("/sys"),
         &plan.blacklist,
+        &modules::is_storage,
+        &mut tried,
         &mut |batch| modules::load(&index, batch, &plan.blacklist, &mut say),
         &mut |module, e| warn!("module {module} (for a device): {}", error_chain(e)),
     );
     loaded.extend(from_devices);
+    load_storage_drivers(plan, index, tried);
     let channel = event::open_channel(EVENT_PORT_BUDGET);
     let channel_note = match &channel {
         Channel::Port(p) => format!("events on {}", p.display()),
@@ -564,6 +657,7 @@ pub struct NextKernel {
 /// Never returns: a failure to load or to jump takes the failure policy,
 /// with nothing kexec'd.
 pub fn kexec_handoff(plan: &BootPlan, next: NextKernel) -> ! {
+    finish_storage_drivers();
     let loaded = run_stage(Stage::Handoff, Some(plan), || {
         let loaded = kexec::load(next.kernel, next.initrd, next.dtb, &next.cmdline)
             .map_err(|e| Failure::new(Stage::Handoff, error_chain(&e)))?;
