@@ -8,7 +8,9 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use phase_scenarios::{BOOT, SHORT, check, contains, failure_in, wait_power};
+use phase_scenarios::{
+    BOOT, SHORT, check, contains, failure_in, stage_event, wait_power, wait_stage,
+};
 use xtask::Arch;
 use xtask::artifacts::{self, KexecBundle, MARKER_KEY, NextKernel};
 use xtask::vm::{Vm, VmSpec};
@@ -42,17 +44,13 @@ fn hand_off(arch: Arch, name: &str, next: NextKernel) -> Result<(Vm, KexecBundle
         "phase.test.kexec=/kexec phase.onfail=poweroff",
     )?;
     vm.wait_event("ready", BOOT)?;
-    let fetch = vm.wait_event_where("the test hook's fetch stage", BOOT, |e| {
-        e["event"] == "stage" && e["stage"] == "fetch"
-    })?;
+    let fetch = wait_stage(&mut vm, "fetch", BOOT)?;
     check(
         &vm,
         fetch["test_hook"] == "/kexec",
         "the fetch stage was not the test hook",
     )?;
-    let handoff = vm.wait_event_where("the handoff stage", BOOT, |e| {
-        e["event"] == "stage" && e["stage"] == "handoff"
-    })?;
+    let handoff = wait_stage(&mut vm, "handoff", BOOT)?;
     let kexec = &handoff["kexec"];
     match arch {
         Arch::X86_64 => check(
@@ -217,52 +215,21 @@ fn lockdown_refusal_fails_closed(arch: Arch) -> Result<()> {
     )
 }
 
-mod kexec_x86_64 {
-    #[test]
-    fn hands_off_to_the_next_kernel() -> anyhow::Result<()> {
-        super::hands_off_to_the_next_kernel(xtask::Arch::X86_64)
-    }
-    #[test]
-    fn a_bad_kernel_takes_the_policy() -> anyhow::Result<()> {
-        super::a_bad_kernel_takes_the_policy(xtask::Arch::X86_64)
-    }
-    #[test]
-    fn lockdown_refusal_fails_closed() -> anyhow::Result<()> {
-        super::lockdown_refusal_fails_closed(xtask::Arch::X86_64)
-    }
-}
+phase_scenarios::on_both_arches!(
+    kexec_x86_64,
+    kexec_aarch64;
+    hands_off_to_the_next_kernel,
+    a_bad_kernel_takes_the_policy,
+    lockdown_refusal_fails_closed,
+);
 
-mod kexec_aarch64 {
-    #[test]
-    fn hands_off_to_the_next_kernel() -> anyhow::Result<()> {
-        super::hands_off_to_the_next_kernel(xtask::Arch::Aarch64)
-    }
-    #[test]
-    fn a_bad_kernel_takes_the_policy() -> anyhow::Result<()> {
-        super::a_bad_kernel_takes_the_policy(xtask::Arch::Aarch64)
-    }
-    #[test]
-    fn lockdown_refusal_fails_closed() -> anyhow::Result<()> {
-        super::lockdown_refusal_fails_closed(xtask::Arch::Aarch64)
-    }
-    /// An Image.gz is inflated in the init and handed off the same way.
-    #[test]
-    fn hands_off_an_image_gz() -> anyhow::Result<()> {
-        let (vm, _) = super::hand_off(
-            xtask::Arch::Aarch64,
-            "kexec-gz",
-            xtask::artifacts::NextKernel::Gzip,
-        )?;
-        let handoff = vm
-            .events()
-            .iter()
-            .find(|e| e["event"] == "stage" && e["stage"] == "handoff")
-            .cloned()
-            .unwrap_or_default();
-        phase_scenarios::check(
-            &vm,
-            handoff["kexec"]["kernel_gzip"] == true,
-            "the kernel was not taken as gzip",
-        )
-    }
+/// An Image.gz is inflated in the init and handed off the same way.
+#[test]
+fn kexec_aarch64_hands_off_an_image_gz() -> Result<()> {
+    let (vm, _) = hand_off(Arch::Aarch64, "kexec-gz", NextKernel::Gzip)?;
+    check(
+        &vm,
+        stage_event(&vm, "handoff")["kexec"]["kernel_gzip"] == true,
+        "the kernel was not taken as gzip",
+    )
 }

@@ -67,6 +67,13 @@ pub fn failure_in(vm: &mut Vm, stage: &str, timeout: Duration) -> Result<Value> 
     Ok(failure)
 }
 
+/// Waits for the `stage` event of `stage`.
+pub fn wait_stage(vm: &mut Vm, stage: &str, timeout: Duration) -> Result<Value> {
+    vm.wait_event_where(&format!("{stage} stage"), timeout, |e| {
+        e["event"] == "stage" && e["stage"] == stage
+    })
+}
+
 /// Waits for the init's `power` event with `action` ("power off", "reboot",
 /// "halt").
 pub fn wait_power(vm: &mut Vm, action: &str, timeout: Duration) -> Result<Value> {
@@ -91,15 +98,20 @@ pub fn contains(value: &Value, needle: &str) -> Result<()> {
 }
 
 /// Declares each scenario `fn name(arch: Arch) -> Result<()>` as two tests,
-/// `x86_64::name` and `aarch64::name`.
+/// `x86_64::name` and `aarch64::name`, or in the two modules named first
+/// (`on_both_arches!(kexec_x86_64, kexec_aarch64; a, b)`), so that a filter
+/// such as `kexec` selects a file's scenarios.
 #[macro_export]
 macro_rules! on_both_arches {
-    ($($scenario:ident),* $(,)?) => {
-        mod x86_64 {
+    ($x86:ident, $arm:ident; $($scenario:ident),* $(,)?) => {
+        mod $x86 {
             $(#[test] fn $scenario() -> anyhow::Result<()> { super::$scenario(xtask::Arch::X86_64) })*
         }
-        mod aarch64 {
+        mod $arm {
             $(#[test] fn $scenario() -> anyhow::Result<()> { super::$scenario(xtask::Arch::Aarch64) })*
         }
+    };
+    ($($scenario:ident),* $(,)?) => {
+        $crate::on_both_arches!(x86_64, aarch64; $($scenario),*);
     };
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
-use phase_scenarios::{check, contains, failure_in, wait_power};
+use phase_scenarios::{check, contains, failure_in, wait_power, wait_stage};
 use serde_json::Value;
 use xtask::Arch;
 use xtask::artifacts::{self, Bundle, Variant};
@@ -110,22 +110,16 @@ fn boots(arch: Arch, scheme: &str) -> Result<()> {
     // second kernel: it boots with the signed command line verbatim (row 15).
     let append = format!("phase.provider={url} phase.onfail=poweroff init=/bin/sh");
     let mut vm = boot(arch, &format!("netboot-{scheme}"), &run.bundle, &append)?;
-    let network = vm.wait_event_where("network stage", NETBOOT, |e| {
-        e["event"] == "stage" && e["stage"] == "network"
-    })?;
+    let network = wait_stage(&mut vm, "network", NETBOOT)?;
     check(
         &vm,
         network.to_string().contains("10.0.2.15"),
         "DHCP did not give 10.0.2.15",
     )?;
-    let fetch = vm.wait_event_where("fetch stage", NETBOOT, |e| {
-        e["event"] == "stage" && e["stage"] == "fetch"
-    })?;
+    let fetch = wait_stage(&mut vm, "fetch", NETBOOT)?;
     check(&vm, fetch["version"] == 5, "not version 5")?;
     contains(&fetch["mirror"], &url[..url.len() - 1])?;
-    let verify = vm.wait_event_where("verify stage", NETBOOT, |e| {
-        e["event"] == "stage" && e["stage"] == "verify"
-    })?;
+    let verify = wait_stage(&mut vm, "verify", NETBOOT)?;
     check(
         &vm,
         verify["artifacts"].as_array().is_some_and(|a| a.len() == 2),
@@ -252,9 +246,7 @@ fn dead_first_mirror_fails_over(arch: Arch) -> Result<()> {
     };
     let append = format!("phase.provider={dead},{} phase.onfail=poweroff", run.http);
     let mut vm = boot(arch, "failover", &run.bundle, &append)?;
-    let fetch = vm.wait_event_where("fetch stage", NETBOOT, |e| {
-        e["event"] == "stage" && e["stage"] == "fetch"
-    })?;
+    let fetch = wait_stage(&mut vm, "fetch", NETBOOT)?;
     let tried: Vec<Value> = fetch["tried"].as_array().cloned().unwrap_or_default();
     check(&vm, tried.len() == 1, "the dead mirror was not tried first")?;
     let report = vm.wait_event("report", NETBOOT)?;

@@ -328,6 +328,13 @@ pub fn is_storage(alias: &str) -> bool {
     alias.starts_with("scsi:") || (alias.starts_with("usb:") && alias.contains("ic08"))
 }
 
+/// What [`load_for_devices`] did: the modules it loaded, and those that only
+/// passed-over devices ask for.
+pub struct DeviceScan {
+    pub loaded: Vec<Loaded>,
+    pub deferred: Vec<String>,
+}
+
 /// Loads one batch of (module, reason) and returns what it loaded.
 pub type Loader<'a> = dyn FnMut(&[(String, String)]) -> Result<Vec<Loaded>, ModulesError> + 'a;
 
@@ -337,8 +344,9 @@ pub type Loader<'a> = dyn FnMut(&[(String, String)]) -> Result<Vec<Loaded>, Modu
 /// fails is reported through `on_error` and the scan goes on, as udev does:
 /// one driver that refuses its device must not keep the NIC's from loading.
 /// Devices whose modalias `defer` picks are passed over, and a module only
-/// they ask for is left out of `tried`, so a later call with the same
-/// `tried` (and a `defer` that picks nothing) loads exactly what was left.
+/// they ask for is left out of `tried` and named in [`DeviceScan::deferred`],
+/// so a later call with the same `tried` (and a `defer` that picks nothing)
+/// loads exactly what was left.
 pub fn load_for_devices(
     index: &ModuleIndex,
     sysfs: &Path,
@@ -347,22 +355,29 @@ pub fn load_for_devices(
     tried: &mut BTreeSet<String>,
     load: &mut Loader<'_>,
     on_error: &mut dyn FnMut(&str, &ModulesError),
-) -> Vec<Loaded> {
+) -> DeviceScan {
     let mut loaded = Vec::new();
     loop {
         let mut batch: Vec<(String, String)> = Vec::new();
-        for alias in device_modaliases(sysfs).into_iter().filter(|a| !defer(a)) {
+        let mut deferred = BTreeSet::new();
+        for alias in device_modaliases(sysfs) {
             for module in index.modules_for_alias(&alias) {
                 if blacklist.iter().any(|b| b == module) || index.is_builtin(module) {
                     continue;
                 }
-                if tried.insert(module.to_owned()) {
+                if defer(&alias) {
+                    deferred.insert(module.to_owned());
+                } else if tried.insert(module.to_owned()) {
                     batch.push((module.to_owned(), format!("modalias {alias}")));
                 }
             }
         }
         if batch.is_empty() {
-            return loaded;
+            let deferred = deferred
+                .into_iter()
+                .filter(|m| !tried.contains(m))
+                .collect();
+            return DeviceScan { loaded, deferred };
         }
         for one in &batch {
             // One module at a time, so a failure names its module and does
@@ -544,7 +559,8 @@ mod tests {
             &mut BTreeSet::new(),
             &mut load,
             &mut |m, e| errors.push(format!("{m}: {e}")),
-        );
+        )
+        .loaded;
         assert_eq!(
             batches,
             [
@@ -589,7 +605,8 @@ mod tests {
             &mut BTreeSet::new(),
             &mut failing,
             &mut |m, e| errors.push(format!("{m}: {e}")),
-        );
+        )
+        .loaded;
         assert!(loaded.is_empty());
         assert_eq!(tried, ["virtio_pci", "virtio_net"]);
         assert_eq!(

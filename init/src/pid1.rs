@@ -468,7 +468,8 @@ fn load_storage_drivers(
             &mut tried,
             &mut |batch| modules::load(&index, batch, &blacklist, &mut say),
             &mut |module, e| warn!("module {module} (for a device): {}", error_chain(e)),
-        );
+        )
+        .loaded;
         (loaded, start.elapsed())
     };
     match std::thread::Builder::new()
@@ -546,8 +547,10 @@ fn modules_stage(plan: &BootPlan) -> Result<Done<Vec<modules::Loaded>>, Failure>
         &mut |batch| modules::load(&index, batch, &plan.blacklist, &mut say),
         &mut |module, e| warn!("module {module} (for a device): {}", error_chain(e)),
     );
-    loaded.extend(from_devices);
-    load_storage_drivers(plan, index, tried);
+    loaded.extend(from_devices.loaded);
+    if !from_devices.deferred.is_empty() {
+        load_storage_drivers(plan, index, tried);
+    }
     let channel = event::open_channel(EVENT_PORT_BUDGET);
     let channel_note = match &channel {
         Channel::Port(p) => format!("events on {}", p.display()),

@@ -112,6 +112,24 @@ fn budget(secs: u64) -> Budget {
     b
 }
 
+/// The manifest from `mirrors` as an x86_64 machine on `stable` with a
+/// floor of `floor` would fetch it, within `secs` seconds.
+fn fetch_x86(
+    c: &Client,
+    mirrors: &[ProviderUrl],
+    floor: u64,
+    secs: u64,
+) -> Result<fetch::Fetched, fetch::StageFailure> {
+    fetch::fetch_manifest(
+        c,
+        mirrors,
+        &binding(Arch::X86_64),
+        &trust(floor),
+        &state(),
+        &budget(secs),
+    )
+}
+
 /// A loopback server answering every request with the same bytes.
 fn junk(reply: &'static [u8]) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -147,15 +165,7 @@ fn row3_artifacts_land_in_sealed_memfds_that_hash_to_the_manifest() {
     let server = serve(&t.root);
     let mirrors = [mirror(server.url())];
     let c = client();
-    let fetched = fetch::fetch_manifest(
-        &c,
-        &mirrors,
-        &binding(Arch::X86_64),
-        &trust(0),
-        &state(),
-        &budget(5),
-    )
-    .unwrap();
+    let fetched = fetch_x86(&c, &mirrors, 0, 5).unwrap();
     assert_eq!(fetched.verified.manifest.version, 5);
     assert_eq!(
         fetched.verified.manifest.cmdline,
@@ -202,15 +212,7 @@ fn row11_a_bad_mirror_cannot_block_a_good_one() {
         mirror(good.url()),
     ];
     let c = client();
-    let fetched = fetch::fetch_manifest(
-        &c,
-        &mirrors,
-        &binding(Arch::X86_64),
-        &trust(0),
-        &state(),
-        &budget(5),
-    )
-    .unwrap();
+    let fetched = fetch_x86(&c, &mirrors, 0, 5).unwrap();
     assert_eq!(fetched.mirror, 3);
     assert_eq!(fetched.tried.len(), 3, "{:?}", fetched.tried);
     assert!(fetched.tried[1].contains("HTTP 404"), "{:?}", fetched.tried);
@@ -235,15 +237,7 @@ fn row2_a_tampered_artifact_is_refused_and_taken_from_the_next_mirror() {
     let c = client();
     // The bad mirror alone: refused once, no retry rounds.
     let only_bad = [mirror(bad.url())];
-    let fetched = fetch::fetch_manifest(
-        &c,
-        &only_bad,
-        &binding(Arch::X86_64),
-        &trust(0),
-        &state(),
-        &budget(30),
-    )
-    .unwrap();
+    let fetched = fetch_x86(&c, &only_bad, 0, 30).unwrap();
     let started = Instant::now();
     let err = fetch::stream_artifacts(
         &c,
@@ -324,15 +318,7 @@ fn refusals_name_their_reason_and_end_the_stage_at_once() {
 fn dead_mirrors_are_retried_until_the_budget_ends() {
     let c = client();
     let started = Instant::now();
-    let err = fetch::fetch_manifest(
-        &c,
-        &[mirror(&dead()), mirror(&dead())],
-        &binding(Arch::X86_64),
-        &trust(0),
-        &state(),
-        &budget(2),
-    )
-    .unwrap_err();
+    let err = fetch_x86(&c, &[mirror(&dead()), mirror(&dead())], 0, 2).unwrap_err();
     let took = started.elapsed();
     assert!(
         err.tried.len() >= 4,

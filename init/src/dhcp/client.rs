@@ -496,14 +496,7 @@ mod tests {
 
         // Silence: two REQUESTs, then DISCOVER.
         let mut c = client(Some("10.9.9.9"));
-        let mut kinds = Vec::new();
-        let mut now = Duration::ZERO;
-        while kinds.len() < 3 {
-            if let Some((kind, _)) = c.poll_transmit(now) {
-                kinds.push(kind);
-            }
-            now = c.next_wakeup().unwrap();
-        }
+        let kinds = transmissions(&mut c, Duration::ZERO, 3);
         assert_eq!(
             kinds,
             [
@@ -520,6 +513,19 @@ mod tests {
             c.handle(&fixture("dnsmasq-ack-udhcpc.ip"), secs(0.1)),
             Step::Bound(_)
         ));
+    }
+
+    /// The kinds of the first `n` messages `c` sends from `now` on, waking
+    /// when it asks to, with nothing answering.
+    fn transmissions(c: &mut Client, mut now: Duration, n: usize) -> Vec<MessageType> {
+        let mut kinds = Vec::new();
+        while kinds.len() < n {
+            if let Some((kind, _)) = c.poll_transmit(now) {
+                kinds.push(kind);
+            }
+            now = c.next_wakeup().unwrap();
+        }
+        kinds
     }
 
     #[test]
@@ -558,14 +564,7 @@ mod tests {
         let mut c = client(None);
         c.poll_transmit(Duration::ZERO).unwrap();
         c.handle(&fixture("dnsmasq-offer-udhcpc.ip"), secs(0.1));
-        let mut kinds = Vec::new();
-        let mut now = secs(0.1);
-        while kinds.len() < 5 {
-            if let Some((kind, _)) = c.poll_transmit(now) {
-                kinds.push(kind);
-            }
-            now = c.next_wakeup().unwrap();
-        }
+        let kinds = transmissions(&mut c, secs(0.1), 5);
         assert_eq!(
             kinds,
             [
