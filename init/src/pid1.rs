@@ -448,6 +448,7 @@ fn say_loaded(quiet: bool) -> impl FnMut(&modules::Loaded) {
 /// Loads the rest of what the devices ask for — the storage drivers the
 /// modules stage passed over, and whatever their devices reveal — on a
 /// thread of its own, so disk controllers probe while the network comes up.
+/// Not called for a netboot, whose kexec hand-off never touches local disks.
 /// If no thread can be started, loads them here.
 fn load_storage_drivers(
     plan: &BootPlan,
@@ -548,8 +549,20 @@ fn modules_stage(plan: &BootPlan) -> Result<Done<Vec<modules::Loaded>>, Failure>
         &mut |module, e| warn!("module {module} (for a device): {}", error_chain(e)),
     );
     loaded.extend(from_devices.loaded);
-    if !from_devices.deferred.is_empty() {
-        load_storage_drivers(plan, index, tried);
+    let deferred = from_devices.deferred;
+    let mut skipped: Vec<&str> = Vec::new();
+    if !deferred.is_empty() {
+        if plan.providers.is_empty() {
+            load_storage_drivers(plan, index, tried);
+        } else {
+            // A netboot ends in kexec: the next kernel probes the disks
+            // itself, and probing them here only takes CPU from the fetch.
+            info!(
+                "modules: storage driver(s) not loaded, a netboot hand-off does not use local disks: {}",
+                deferred.join(" ")
+            );
+            skipped = deferred.iter().map(String::as_str).collect();
+        }
     }
     let channel = event::open_channel(EVENT_PORT_BUDGET);
     let channel_note = match &channel {
@@ -564,7 +577,7 @@ fn modules_stage(plan: &BootPlan) -> Result<Done<Vec<modules::Loaded>>, Failure>
         }
     };
     let summary = format!("{} loaded; {channel_note}", loaded.len());
-    let fields = json!({ "loaded": &loaded });
+    let fields = json!({ "loaded": &loaded, "storage_not_loaded": skipped });
     Ok(done(loaded, summary, fields))
 }
 
