@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
-use phase_scenarios::{check, contains, failure_in, wait_power, wait_stage};
-use serde_json::Value;
+use phase_scenarios::{check, contains, failure_in, stage_event, wait_power, wait_stage};
+use serde_json::{Value, json};
 use xtask::Arch;
 use xtask::artifacts::{self, Bundle, Variant};
 use xtask::provider::{self, Publication};
@@ -115,6 +115,24 @@ fn boots(arch: Arch, scheme: &str) -> Result<()> {
         &vm,
         network.to_string().contains("10.0.2.15"),
         "DHCP did not give 10.0.2.15",
+    )?;
+    // A netboot leaves the disks to the next kernel: q35's AHCI controller
+    // asks for ahci, which is named and not loaded.
+    let modules = stage_event(&vm, "modules");
+    let skipped = &modules["storage_not_loaded"];
+    let expected = match arch {
+        Arch::X86_64 => json!(["ahci"]),
+        Arch::Aarch64 => json!([]),
+    };
+    check(
+        &vm,
+        *skipped == expected,
+        &format!("storage drivers not loaded: {skipped}, expected {expected}"),
+    )?;
+    check(
+        &vm,
+        !modules["loaded"].to_string().contains("\"ahci\""),
+        "ahci was loaded on the netboot path",
     )?;
     let fetch = wait_stage(&mut vm, "fetch", NETBOOT)?;
     check(&vm, fetch["version"] == 5, "not version 5")?;

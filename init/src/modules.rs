@@ -13,7 +13,7 @@
 //! `MODULE_INIT_COMPRESSED_FILE`), otherwise decompressed here and loaded
 //! from memory with `init_module`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read};
@@ -286,28 +286,66 @@ fn load_file(path: &Path) -> Result<&'static str, ModulesError> {
     }
 }
 
-/// Every device modalias under `sysfs/bus/*/devices/*/modalias`, sorted and
-/// without repeats. Unreadable entries are skipped: a device that vanishes
-/// mid-scan has nothing to load.
-pub fn device_modaliases(sysfs: &Path) -> Vec<String> {
-    let mut out = BTreeSet::new();
-    let Ok(buses) = std::fs::read_dir(sysfs.join("bus")) else {
-        return Vec::new();
-    };
-    for bus in buses.flatten() {
-        let Ok(devices) = std::fs::read_dir(bus.path().join("devices")) else {
-            continue;
+/// The device modaliases under `sysfs/bus/*/devices/*/modalias`, read once
+/// per device: a device's modalias is fixed when it appears, so the passes of
+/// the modalias fixpoint after the first list the bus directories and read
+/// only the devices that are new. Under TCG each sysfs file read costs
+/// several syscalls' worth of emulation, and reading every device on every
+/// pass was most of the modules stage.
+pub struct Devices {
+    sysfs: PathBuf,
+    /// Each device seen, with its modalias (`None`: it has none).
+    known: BTreeMap<PathBuf, Option<String>>,
+}
+
+impl Devices {
+    pub fn new(sysfs: &Path) -> Self {
+        Devices {
+            sysfs: sysfs.to_owned(),
+            known: BTreeMap::new(),
+        }
+    }
+
+    /// The modaliases of the devices present now, sorted and without
+    /// repeats. Unreadable entries are skipped: a device that vanishes
+    /// mid-scan has nothing to load.
+    pub fn modaliases(&mut self) -> Vec<String> {
+        let mut out = BTreeSet::new();
+        let Ok(buses) = std::fs::read_dir(self.sysfs.join("bus")) else {
+            return Vec::new();
         };
-        for device in devices.flatten() {
-            if let Ok(text) = std::fs::read_to_string(device.path().join("modalias")) {
-                let alias = text.trim();
-                if !alias.is_empty() {
-                    out.insert(alias.to_owned());
+        for bus in buses.flatten() {
+            let Ok(devices) = std::fs::read_dir(bus.path().join("devices")) else {
+                continue;
+            };
+            for device in devices.flatten() {
+                let path = device.path();
+                let alias = self
+                    .known
+                    .entry(path)
+                    .or_insert_with_key(|path| read_attribute(&path.join("modalias")));
+                if let Some(alias) = alias {
+                    out.insert(alias.clone());
                 }
             }
         }
+        out.into_iter().collect()
     }
-    out.into_iter().collect()
+}
+
+/// A sysfs attribute's text, trimmed; `None` if it is missing, unreadable or
+/// empty. One `read`: sysfs hands over an attribute (at most a page) whole.
+fn read_attribute(path: &Path) -> Option<String> {
+    let mut file = File::open(path).ok()?;
+    let mut buf = [0u8; 4096];
+    let n = loop {
+        match file.read(&mut buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            result => break result.ok()?,
+        }
+    };
+    let text = std::str::from_utf8(&buf[..n]).ok()?.trim();
+    (!text.is_empty()).then(|| text.to_owned())
 }
 
 /// Whether a device's modalias names mass storage: a PCI mass-storage
@@ -357,10 +395,11 @@ pub fn load_for_devices(
     on_error: &mut dyn FnMut(&str, &ModulesError),
 ) -> DeviceScan {
     let mut loaded = Vec::new();
+    let mut devices = Devices::new(sysfs);
     loop {
         let mut batch: Vec<(String, String)> = Vec::new();
         let mut deferred = BTreeSet::new();
-        for alias in device_modaliases(sysfs) {
+        for alias in devices.modaliases() {
             for module in index.modules_for_alias(&alias) {
                 if blacklist.iter().any(|b| b == module) || index.is_builtin(module) {
                     continue;
@@ -691,11 +730,29 @@ mod tests {
         device(&dir, "virtio", "virtio0", "virtio:d00000001v00001AF4");
         device(&dir, "virtio", "virtio2", "virtio:d00000001v00001AF4");
         device(&dir, "platform", "empty", "");
+        let mut devices = Devices::new(&dir);
         assert_eq!(
-            device_modaliases(&dir),
+            devices.modaliases(),
             ["virtio:d00000001v00001AF4", "virtio:d00000003v00001AF4"]
         );
-        assert!(device_modaliases(&dir.join("absent")).is_empty());
+        // A device that appears later is read; the others are not read again.
+        device(&dir, "pci", "0000:00:03.0", "pci:v00001AF4d00001001sv*");
+        std::fs::write(dir.join("bus/virtio/devices/virtio1/modalias"), "changed\n").unwrap();
+        assert_eq!(
+            devices.modaliases(),
+            [
+                "pci:v00001AF4d00001001sv*",
+                "virtio:d00000001v00001AF4",
+                "virtio:d00000003v00001AF4"
+            ]
+        );
+        // A device that is gone is no longer listed.
+        std::fs::remove_dir_all(dir.join("bus/virtio/devices/virtio1")).unwrap();
+        assert_eq!(
+            devices.modaliases(),
+            ["pci:v00001AF4d00001001sv*", "virtio:d00000001v00001AF4"]
+        );
+        assert!(Devices::new(&dir.join("absent")).modaliases().is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
