@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use xtask::Arch;
 use xtask::artifacts::{self, Bundle, Variant};
 use xtask::provider::{self, Publication};
-use xtask::vm::{Vm, VmSpec};
+use xtask::vm::{Drive, Media, Vm, VmSpec};
 
 /// A netboot with two kernel boots and a kexec takes 20–60 s under TCG.
 const NETBOOT: Duration = Duration::from_secs(300);
@@ -272,6 +272,59 @@ fn dead_first_mirror_fails_over(arch: Arch) -> Result<()> {
     vm.expect_clean_exit(Duration::from_secs(60))
 }
 
+/// A netboot that fails into the rescue shell (debug image,
+/// `phase.onfail=shell`) first loads the storage drivers it passed over, so
+/// the shell sees the machine's disks: here a virtio disk (and q35's AHCI).
+fn rescue_shell_gets_the_storage_drivers(arch: Arch) -> Result<()> {
+    let bundle = artifacts::bundle(arch, "debug", Variant::Release)?;
+    let scratch = tempfile::tempdir()?;
+    let disk = scratch.path().join("disk.img");
+    std::fs::write(&disk, vec![0u8; 1 << 20])?;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        provider::guest_url("http", l.local_addr()?.port())
+    };
+    let mut spec = VmSpec::direct(
+        format!("rescue-shell-{arch}"),
+        arch,
+        &bundle.kernel.image,
+        &bundle.initrd,
+        format!("phase.provider={dead} rd.retry=0 phase.onfail=shell"),
+    );
+    spec.user_net = true;
+    spec.drives.push(Drive {
+        path: disk,
+        media: Media::Disk,
+        format: "raw",
+        readonly: true,
+    });
+    let mut vm = Vm::start(&spec)?;
+    let modules = wait_stage(&mut vm, "modules", NETBOOT)?;
+    check(
+        &vm,
+        modules["storage_not_loaded"]
+            .to_string()
+            .contains("\"virtio_blk\""),
+        "virtio_blk is not named as passed over",
+    )?;
+    failure_in(&mut vm, "fetch", NETBOOT)?;
+    let loaded = vm.wait_event_where("storage drivers for the shell", NETBOOT, |e| {
+        e["event"] == "modules" && e["background"] == false
+    })?;
+    check(
+        &vm,
+        loaded["loaded"].to_string().contains("\"virtio_blk\""),
+        &format!("virtio_blk was not loaded for the shell: {loaded}"),
+    )?;
+    vm.wait_console("starting /bin/sh", NETBOOT)?;
+    check(
+        &vm,
+        vm.console_contains("storage driver(s) loaded for the shell"),
+        "the console does not say the storage drivers were loaded for the shell",
+    )?;
+    vm.kill()
+}
+
 fn sha256_hex(path: &Path) -> Result<String> {
     let out = std::process::Command::new("sha256sum").arg(path).output()?;
     Ok(String::from_utf8_lossy(&out.stdout)
@@ -297,4 +350,5 @@ phase_scenarios::on_both_arches!(
     expired_manifest_is_refused,
     other_arch_manifest_is_refused,
     dead_first_mirror_fails_over,
+    rescue_shell_gets_the_storage_drivers,
 );

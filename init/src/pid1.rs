@@ -92,6 +92,7 @@ pub fn main() -> ! {
         std::process::exit(2);
     }
     policy::install_panic_hook();
+    policy::before_shell(storage_for_shell);
     // Before any other thread exists, so all of them inherit the signal mask.
     let reaper = reaper::start(policy::on_signal);
 
@@ -430,8 +431,14 @@ fn start_deadline(budget: Duration) {
 /// with how long they took; joined before any hand-off.
 static STORAGE_DRIVERS: Mutex<Option<Background>> = Mutex::new(None);
 
-/// What the storage-driver thread loaded, and how long it took.
-type Background = JoinHandle<(Vec<modules::Loaded>, Duration)>;
+/// The storage drivers a netboot passed over, kept for a rescue shell
+/// ([`storage_for_shell`]).
+static SHELL_STORAGE: Mutex<Option<StorageWork>> = Mutex::new(None);
+
+/// What the storage-driver work loaded, and how long it took.
+type StorageResult = (Vec<modules::Loaded>, Duration);
+type Background = JoinHandle<StorageResult>;
+type StorageWork = Box<dyn FnOnce() -> StorageResult + Send>;
 
 /// Tells how a module load went, unless the plan is quiet.
 fn say_loaded(quiet: bool) -> impl FnMut(&modules::Loaded) {
@@ -445,19 +452,17 @@ fn say_loaded(quiet: bool) -> impl FnMut(&modules::Loaded) {
     }
 }
 
-/// Loads the rest of what the devices ask for — the storage drivers the
-/// modules stage passed over, and whatever their devices reveal — on a
-/// thread of its own, so disk controllers probe while the network comes up.
-/// Not called for a netboot, whose kexec hand-off never touches local disks.
-/// If no thread can be started, loads them here.
-fn load_storage_drivers(
+/// The rest of what the devices ask for — the storage drivers the modules
+/// stage passed over, and whatever their devices reveal — as work to run
+/// on a thread or later.
+fn storage_work(
     plan: &BootPlan,
     index: phase_initramfs::modindex::ModuleIndex,
     tried: BTreeSet<String>,
-) {
+) -> StorageWork {
     let blacklist = plan.blacklist.clone();
     let quiet = plan.quiet;
-    let work = move || {
+    Box::new(move || {
         let start = Instant::now();
         let mut tried = tried;
         let mut say = say_loaded(quiet);
@@ -472,7 +477,13 @@ fn load_storage_drivers(
         )
         .loaded;
         (loaded, start.elapsed())
-    };
+    })
+}
+
+/// Loads the storage drivers on a thread of its own, so disk controllers
+/// probe while the network comes up. Not used for a netboot, whose kexec
+/// hand-off never touches local disks.
+fn load_storage_drivers(work: StorageWork) {
     match std::thread::Builder::new()
         .name("storage-drivers".into())
         .spawn(work)
@@ -488,6 +499,37 @@ fn load_storage_drivers(
     }
 }
 
+/// Before a shell: loads the storage drivers a netboot passed over, or waits
+/// for the background ones, so the shell sees the machine's disks.
+fn storage_for_shell() {
+    let work = SHELL_STORAGE.lock().ok().and_then(|mut slot| slot.take());
+    if let Some(work) = work {
+        let (loaded, took) = work();
+        report_storage(&loaded, took, "for the shell", None);
+    }
+    finish_storage_drivers();
+}
+
+/// Logs and emits what a storage-driver load did.
+fn report_storage(loaded: &[modules::Loaded], took: Duration, how: &str, waited: Option<Duration>) {
+    let names: Vec<&str> = loaded.iter().map(|m| m.name.as_str()).collect();
+    info!(
+        "modules: {} storage driver(s) loaded {how} in {} ms{}{}",
+        loaded.len(),
+        took.as_millis(),
+        waited.map_or(String::new(), |w| format!(", waited {} ms", w.as_millis())),
+        if names.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", names.join(" "))
+        }
+    );
+    event::emit(
+        "modules",
+        json!({ "background": waited.is_some(), "ms": took.as_millis() as u64, "loaded": loaded }),
+    );
+}
+
 /// Waits for the background storage drivers, then logs and emits what
 /// they loaded. Called before a hand-off, so nothing is still probing when
 /// the next kernel starts.
@@ -499,22 +541,7 @@ fn finish_storage_drivers() {
     let waited = Instant::now();
     match handle.join() {
         Ok((loaded, took)) => {
-            let names: Vec<&str> = loaded.iter().map(|m| m.name.as_str()).collect();
-            info!(
-                "modules: {} storage driver(s) loaded in the background in {} ms, waited {} ms{}",
-                loaded.len(),
-                took.as_millis(),
-                waited.elapsed().as_millis(),
-                if names.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", names.join(" "))
-                }
-            );
-            event::emit(
-                "modules",
-                json!({ "background": true, "ms": took.as_millis() as u64, "loaded": loaded }),
-            );
+            report_storage(&loaded, took, "in the background", Some(waited.elapsed()))
         }
         Err(_) => warn!("the storage-driver thread panicked"),
     }
@@ -552,16 +579,21 @@ fn modules_stage(plan: &BootPlan) -> Result<Done<Vec<modules::Loaded>>, Failure>
     let deferred = from_devices.deferred;
     let mut skipped: Vec<&str> = Vec::new();
     if !deferred.is_empty() {
+        let work = storage_work(plan, index, tried);
         if plan.providers.is_empty() {
-            load_storage_drivers(plan, index, tried);
+            load_storage_drivers(work);
         } else {
             // A netboot ends in kexec: the next kernel probes the disks
             // itself, and probing them here only takes CPU from the fetch.
+            // A rescue shell still gets them.
             info!(
                 "modules: storage driver(s) not loaded, a netboot hand-off does not use local disks: {}",
                 deferred.join(" ")
             );
             skipped = deferred.iter().map(String::as_str).collect();
+            if let Ok(mut slot) = SHELL_STORAGE.lock() {
+                *slot = Some(work);
+            }
         }
     }
     let channel = event::open_channel(EVENT_PORT_BUDGET);

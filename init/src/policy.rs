@@ -6,8 +6,8 @@
 //! `reboot(2)` fails it parks forever, still reaping children.
 
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use phase_initramfs::layout;
@@ -49,6 +49,8 @@ static SETTINGS: Mutex<Settings> = Mutex::new(Settings {
 /// Set by the first thread to fail; later failures (a deadline firing while a
 /// stage also fails) wait instead of acting twice.
 static TAKEN: AtomicBool = AtomicBool::new(false);
+/// Run before any shell starts (see [`before_shell`]).
+static BEFORE_SHELL: OnceLock<fn()> = OnceLock::new();
 static STAGE: AtomicU8 = AtomicU8::new(0);
 
 /// Records the policy from the plan and whether the image has a usable shell.
@@ -183,11 +185,21 @@ fn countdown(seconds: u32, emergency: bool) {
     }
 }
 
+/// Sets what runs before a shell starts: the boot uses it to load the
+/// drivers a netboot left out, so a rescue shell sees the local disks.
+/// Only the first call counts.
+pub fn before_shell(hook: fn()) {
+    let _ = BEFORE_SHELL.set(hook);
+}
+
 /// Starts the image's shell on the console and waits for it to exit.
 /// Returns false if the image has none or it could not start.
 pub fn run_shell(reason: &str) -> bool {
     if !std::path::Path::new(layout::SHELL).exists() {
         return false;
+    }
+    if let Some(hook) = BEFORE_SHELL.get() {
+        hook();
     }
     log::line(
         log::Level::Warn,

@@ -182,16 +182,23 @@ impl VmSpec {
                 drive.path.display(),
                 drive.format,
             ));
+            // With -kernel, QEMU's x86 loader ROM holds boot index 0 and
+            // the drives are not booted from.
+            let boot = if self.kernel.is_none() {
+                format!(",bootindex={i}")
+            } else {
+                String::new()
+            };
             let device = match (drive.media, self.arch) {
-                (Media::Disk, _) => format!("virtio-blk-pci,drive=drive{i},bootindex={i}"),
+                (Media::Disk, _) => format!("virtio-blk-pci,drive=drive{i}{boot}"),
                 // q35's AHCI controller takes IDE CD drives.
-                (Media::Cdrom, Arch::X86_64) => format!("ide-cd,drive=drive{i},bootindex={i}"),
+                (Media::Cdrom, Arch::X86_64) => format!("ide-cd,drive=drive{i}{boot}"),
                 // aarch64 virt has no IDE: a SCSI CD on virtio-scsi.
                 (Media::Cdrom, Arch::Aarch64) => {
                     if !c.get_args().any(|a| a == "virtio-scsi-pci,id=scsi0") {
                         c.args(["-device", "virtio-scsi-pci,id=scsi0"]);
                     }
-                    format!("scsi-cd,drive=drive{i},bus=scsi0.0,bootindex={i}")
+                    format!("scsi-cd,drive=drive{i},bus=scsi0.0{boot}")
                 }
             };
             c.args(["-device", &device]);
