@@ -512,10 +512,16 @@ fn storage_for_shell() {
 
 /// Logs and emits what a storage-driver load did.
 fn report_storage(loaded: &[modules::Loaded], took: Duration, how: &str, waited: Option<Duration>) {
-    let names: Vec<&str> = loaded.iter().map(|m| m.name.as_str()).collect();
+    // Modules the kernel already had (shared dependencies) are in the event,
+    // not in the count.
+    let names: Vec<&str> = loaded
+        .iter()
+        .filter(|m| m.outcome != "present")
+        .map(|m| m.name.as_str())
+        .collect();
     info!(
         "modules: {} storage driver(s) loaded {how} in {} ms{}{}",
-        loaded.len(),
+        names.len(),
         took.as_millis(),
         waited.map_or(String::new(), |w| format!(", waited {} ms", w.as_millis())),
         if names.is_empty() {
