@@ -352,8 +352,8 @@ fn read_attribute(path: &Path) -> Option<String> {
 /// function (class 01: AHCI, NVMe, virtio-blk, SCSI HBAs), a virtio block or
 /// SCSI device, a SCSI device, or a USB mass-storage interface. Their
 /// drivers are not on the way to the network, and probing disks can take
-/// long (AHCI ports, NVMe resets), so the init loads them in the background
-/// while the network comes up.
+/// long (AHCI ports, NVMe resets), so the init leaves them out of a netboot
+/// and otherwise loads them in the background while the network comes up.
 pub fn is_storage(alias: &str) -> bool {
     // Field names in modaliases are lower case and values upper-case hex,
     // so a field like "bc01" cannot be matched by a value by accident.

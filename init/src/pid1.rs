@@ -427,13 +427,33 @@ fn start_deadline(budget: Duration) {
     }
 }
 
-/// The storage drivers loading in the background (see [`modules_stage`]),
-/// with how long they took; joined before any hand-off.
-static STORAGE_DRIVERS: Mutex<Option<Background>> = Mutex::new(None);
+/// Where the storage drivers the modules stage passed over stand (see
+/// [`modules_stage`]).
+enum Storage {
+    /// None were passed over, or they are done.
+    Settled,
+    /// A netboot left them out; a rescue shell loads them
+    /// ([`storage_for_shell`]).
+    Kept(StorageWork),
+    /// Loading on their own thread; joined before any hand-off or shell.
+    Loading(Background),
+}
 
-/// The storage drivers a netboot passed over, kept for a rescue shell
-/// ([`storage_for_shell`]).
-static SHELL_STORAGE: Mutex<Option<StorageWork>> = Mutex::new(None);
+static STORAGE: Mutex<Storage> = Mutex::new(Storage::Settled);
+
+/// Takes the storage drivers' state, leaving it settled.
+fn take_storage() -> Storage {
+    STORAGE
+        .lock()
+        .map(|mut s| std::mem::replace(&mut *s, Storage::Settled))
+        .unwrap_or(Storage::Settled)
+}
+
+fn set_storage(state: Storage) {
+    if let Ok(mut s) = STORAGE.lock() {
+        *s = state;
+    }
+}
 
 /// What the storage-driver work loaded, and how long it took.
 type StorageResult = (Vec<modules::Loaded>, Duration);
@@ -488,11 +508,7 @@ fn load_storage_drivers(work: StorageWork) {
         .name("storage-drivers".into())
         .spawn(work)
     {
-        Ok(handle) => {
-            if let Ok(mut slot) = STORAGE_DRIVERS.lock() {
-                *slot = Some(handle);
-            }
-        }
+        Ok(handle) => set_storage(Storage::Loading(handle)),
         Err(e) => {
             warn!("cannot start the storage-driver thread ({e}); storage drivers are not loaded")
         }
@@ -502,12 +518,14 @@ fn load_storage_drivers(work: StorageWork) {
 /// Before a shell: loads the storage drivers a netboot passed over, or waits
 /// for the background ones, so the shell sees the machine's disks.
 fn storage_for_shell() {
-    let work = SHELL_STORAGE.lock().ok().and_then(|mut slot| slot.take());
-    if let Some(work) = work {
-        let (loaded, took) = work();
-        report_storage(&loaded, took, "for the shell", None);
+    match take_storage() {
+        Storage::Kept(work) => {
+            let (loaded, took) = work();
+            report_storage(&loaded, took, "for the shell", None);
+        }
+        Storage::Loading(handle) => join_storage(handle),
+        Storage::Settled => {}
     }
-    finish_storage_drivers();
 }
 
 /// Logs and emits what a storage-driver load did.
@@ -536,14 +554,18 @@ fn report_storage(loaded: &[modules::Loaded], took: Duration, how: &str, waited:
     );
 }
 
-/// Waits for the background storage drivers, then logs and emits what
-/// they loaded. Called before a hand-off, so nothing is still probing when
-/// the next kernel starts.
+/// Before a hand-off: waits for the background storage drivers, so nothing
+/// is still probing when the next kernel starts. Drivers a netboot kept
+/// back stay unloaded.
 fn finish_storage_drivers() {
-    let handle = STORAGE_DRIVERS.lock().ok().and_then(|mut slot| slot.take());
-    let Some(handle) = handle else {
-        return;
-    };
+    match take_storage() {
+        Storage::Loading(handle) => join_storage(handle),
+        other => set_storage(other),
+    }
+}
+
+/// Joins the storage-driver thread, then logs and emits what it loaded.
+fn join_storage(handle: Background) {
     let waited = Instant::now();
     match handle.join() {
         Ok((loaded, took)) => {
@@ -597,9 +619,7 @@ fn modules_stage(plan: &BootPlan) -> Result<Done<Vec<modules::Loaded>>, Failure>
                 deferred.join(" ")
             );
             skipped = deferred.iter().map(String::as_str).collect();
-            if let Ok(mut slot) = SHELL_STORAGE.lock() {
-                *slot = Some(work);
-            }
+            set_storage(Storage::Kept(work));
         }
     }
     let channel = event::open_channel(EVENT_PORT_BUDGET);
