@@ -126,6 +126,56 @@ pub enum FetchError {
     },
 }
 
+impl FetchError {
+    /// A stable snake-case name for what went wrong, for failure events and
+    /// tests: the variant, and for a failed request what failed under it
+    /// (`connection_refused`, `timed_out`, `host_not_found`, `tls`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FetchError::Ca(_) => "ca",
+            FetchError::NoCa => "no_ca",
+            FetchError::Request { source, .. } => request_kind(source),
+            FetchError::Status { .. } => "status",
+            FetchError::Redirects { .. } => "redirects",
+            FetchError::BadRedirect { .. } => "bad_redirect",
+            FetchError::Downgrade { .. } => "downgrade",
+            FetchError::ContentEncoding { .. } => "content_encoding",
+            FetchError::ContentRange { .. } => "content_range",
+            FetchError::RangeIgnored { .. } => "range_ignored",
+            FetchError::Truncated { .. } => "truncated",
+            FetchError::TooLarge { .. } => "too_large",
+            FetchError::TooSlow { .. } => "too_slow",
+            FetchError::Read { source, .. } => io_kind(source).unwrap_or("read"),
+            FetchError::Sink { .. } => "sink",
+        }
+    }
+}
+
+fn request_kind(error: &ureq::Error) -> &'static str {
+    match error {
+        ureq::Error::Io(e) => io_kind(e).unwrap_or("io"),
+        ureq::Error::Timeout(_) => "timed_out",
+        ureq::Error::HostNotFound => "host_not_found",
+        ureq::Error::ConnectionFailed => "connection_failed",
+        ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::TlsRequired => "tls",
+        ureq::Error::Protocol(_) => "protocol",
+        ureq::Error::LargeResponseHeader(..) => "response_header_too_large",
+        _ => "request",
+    }
+}
+
+fn io_kind(error: &io::Error) -> Option<&'static str> {
+    Some(match error.kind() {
+        io::ErrorKind::ConnectionRefused => "connection_refused",
+        io::ErrorKind::ConnectionReset => "connection_reset",
+        io::ErrorKind::ConnectionAborted => "connection_aborted",
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => "timed_out",
+        io::ErrorKind::UnexpectedEof => "unexpected_eof",
+        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => "unreachable",
+        _ => return None,
+    })
+}
+
 /// What a transfer took.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transfer {
@@ -136,6 +186,32 @@ pub struct Transfer {
     pub ranged: bool,
     pub bytes: u64,
     pub elapsed: Duration,
+}
+
+/// rustls' *ring* provider — every cipher suite, key-exchange group and
+/// signature algorithm it has — without its key provider: a provider is
+/// never asked for a client certificate, and the key provider would link
+/// *ring*'s RSA, ECDSA and Ed25519 signing code into the init for nothing.
+fn crypto_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::CryptoProvider {
+        key_provider: &NoClientKeys,
+        ..rustls::crypto::ring::default_provider()
+    }
+}
+
+/// Refuses every private key: the client authenticates no one.
+#[derive(Debug)]
+struct NoClientKeys;
+
+impl rustls::crypto::KeyProvider for NoClientKeys {
+    fn load_private_key(
+        &self,
+        _key: rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> Result<Arc<dyn rustls::sign::SigningKey>, rustls::Error> {
+        Err(rustls::Error::General(
+            "client certificates are not supported".into(),
+        ))
+    }
 }
 
 /// See the crate docs.
@@ -166,7 +242,7 @@ impl Client {
         };
         let tls = TlsConfig::builder()
             .provider(TlsProvider::Rustls)
-            .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .unversioned_rustls_crypto_provider(Arc::new(crypto_provider()))
             .root_certs(roots)
             .build();
         let agent = Agent::config_builder()
@@ -432,5 +508,37 @@ impl RateGuard {
         self.window_start = Instant::now();
         self.window_bytes = 0;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Trimming the key provider must not narrow what the client accepts
+    /// from a server.
+    #[test]
+    fn the_provider_negotiates_as_rings_default_and_holds_no_keys() {
+        let ours = crypto_provider();
+        let ring = rustls::crypto::ring::default_provider();
+        let suites = |p: &rustls::crypto::CryptoProvider| {
+            p.cipher_suites
+                .iter()
+                .map(|s| s.suite())
+                .collect::<Vec<_>>()
+        };
+        let groups = |p: &rustls::crypto::CryptoProvider| {
+            p.kx_groups.iter().map(|g| g.name()).collect::<Vec<_>>()
+        };
+        assert_eq!(suites(&ours), suites(&ring));
+        assert_eq!(groups(&ours), groups(&ring));
+        assert_eq!(
+            ours.signature_verification_algorithms.mapping.len(),
+            ring.signature_verification_algorithms.mapping.len()
+        );
+        let key = rcgen::KeyPair::generate().unwrap();
+        let der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        assert!(ring.key_provider.load_private_key(der.clone_key()).is_ok());
+        assert!(ours.key_provider.load_private_key(der).is_err());
     }
 }

@@ -3,7 +3,7 @@
 //! servers misbehave on purpose (they stall, trickle, lie about lengths,
 //! redirect in loops or downgrade); the client must give up by itself.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -210,7 +210,8 @@ fn a_plain_body_comes_through() {
 
 #[test]
 fn row9_an_endless_body_stops_at_the_cap() {
-    // Chunked encoding, forever.
+    const CAP: u64 = 64 << 10;
+    // Chunked encoding, for 400 MB: endless for any client that trusts it.
     let server = Server::plain(Arc::new(|_r, out| {
         let _ = out.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
         let chunk = format!("{:x}\r\n{}\r\n", 4096, "a".repeat(4096));
@@ -220,9 +221,23 @@ fn row9_an_endless_body_stops_at_the_cap() {
             }
         }
     }));
-    let err = client(None)
-        .get_capped(&server.url("/m"), 64 << 10)
-        .unwrap_err();
+    // A naive client — read the response until the server stops — is only
+    // stopped by the bound this test gives it (16 times the cap): it took
+    // every byte offered, far past the cap.
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut naive = TcpStream::connect(&addr).unwrap();
+    naive
+        .write_all(format!("GET /m HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut taken = Vec::new();
+    naive.take(16 * CAP).read_to_end(&mut taken).unwrap();
+    assert_eq!(
+        taken.len() as u64,
+        16 * CAP,
+        "the naive client stopped early"
+    );
+    // Ours, on the same server: an error at the cap.
+    let err = client(None).get_capped(&server.url("/m"), CAP).unwrap_err();
     assert!(
         matches!(err, FetchError::TooLarge { cap: 65536, .. }),
         "{err}"

@@ -64,8 +64,8 @@ impl Envelope {
                 max: MAX_ENVELOPE_SIZE,
             });
         }
-        let json: EnvelopeJson =
-            serde_json::from_slice(bytes).map_err(ManifestError::EnvelopeSyntax)?;
+        let json: EnvelopeJson = serde_json::from_slice(bytes)
+            .map_err(|source| ManifestError::EnvelopeSyntax { source })?;
         if json.signatures.len() > MAX_SIGNATURES {
             return Err(ManifestError::TooManySignatures {
                 count: json.signatures.len(),

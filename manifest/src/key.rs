@@ -126,8 +126,8 @@ impl KeyRecord {
 
     /// Parses the JSON form of one key.
     pub fn from_json(bytes: &[u8]) -> Result<PublicKey, ManifestError> {
-        let record: KeyRecord =
-            serde_json::from_slice(bytes).map_err(ManifestError::TrustSyntax)?;
+        let record: KeyRecord = serde_json::from_slice(bytes)
+            .map_err(|source| ManifestError::TrustSyntax { source })?;
         record.to_public_key()
     }
 

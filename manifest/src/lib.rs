@@ -35,7 +35,7 @@ mod security;
 
 pub use artifact::ArtifactCheck;
 pub use envelope::{Envelope, MAX_ENVELOPE_SIZE};
-pub use error::{ManifestError, TimeBasis};
+pub use error::{FloorSource, ManifestError, TimeBasis};
 pub use key::{KeyId, KeyRecord, PublicKey};
 pub use policy::{Binding, State, Verified, verify};
 pub use rotation::Rotation;

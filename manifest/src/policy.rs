@@ -7,7 +7,8 @@
 //!    (`verify_strict`);
 //! 4. payload `type` and spec major, then the strict parse and field checks;
 //! 5. binding: channel, arch, board;
-//! 6. version: not below the floor, not more than `max_version_jump` above it;
+//! 6. version: not below the floor — the higher of the image's and the one
+//!    stored on the machine — nor more than `max_version_jump` above it;
 //! 7. expiry: `expires_at` after max(clock, time floor, last accepted
 //!    `issued_at`).
 //!
@@ -15,7 +16,7 @@
 
 use crate::ManifestError;
 use crate::envelope::Envelope;
-use crate::error::TimeBasis;
+use crate::error::{FloorSource, TimeBasis};
 use crate::key::KeyId;
 use crate::schema::{Arch, Manifest};
 use crate::trust::{TrustStore, check_signatures};
@@ -37,20 +38,36 @@ pub struct Binding {
 pub struct State {
     /// The wall clock now. A dead RTC may say 1970; the floors below cover it.
     pub now: u64,
-    /// The highest version that reached its success point on this machine.
+    /// The floor stored on this machine: the highest `floor` of a manifest
+    /// it handed off under (0 when none is stored).
     pub version_floor: u64,
+    /// Where [`State::version_floor`] is kept, for the refusal's report.
+    pub floor_source: FloorSource,
     /// The `issued_at` of the last manifest accepted.
     pub last_issued_at: u64,
 }
 
 impl State {
     /// The state to store once `manifest`'s next stage has been reached. The
-    /// floors only ever rise.
+    /// floors only ever rise, and the version floor only by the manifest's
+    /// signed `floor`: the version alone moves nothing, so a bad release
+    /// that was accepted cannot keep the machine from the one before it.
     pub fn after(&self, manifest: &Manifest) -> State {
         State {
             now: self.now,
-            version_floor: self.version_floor.max(manifest.version),
+            version_floor: self.version_floor.max(manifest.floor.unwrap_or(0)),
+            floor_source: self.floor_source,
             last_issued_at: self.last_issued_at.max(manifest.issued_at),
+        }
+    }
+
+    /// The floor that applies and where it comes from: the higher of the
+    /// image's and the stored one (the image's when they are equal).
+    pub fn effective_floor(&self, trust: &TrustStore) -> (u64, FloorSource) {
+        if self.version_floor > trust.version_floor {
+            (self.version_floor, self.floor_source)
+        } else {
+            (trust.version_floor, FloorSource::Image)
         }
     }
 }
@@ -118,11 +135,12 @@ pub fn check_version(
     trust: &TrustStore,
     state: &State,
 ) -> Result<(), ManifestError> {
-    let floor = trust.version_floor.max(state.version_floor);
+    let (floor, floor_source) = state.effective_floor(trust);
     if manifest.version < floor {
         return Err(ManifestError::Rollback {
             version: manifest.version,
             floor,
+            floor_source,
         });
     }
     // `version >= floor` here, so the subtraction cannot underflow.

@@ -16,8 +16,11 @@ pub const MANIFEST_TYPE: &str = "phase.manifest";
 /// The spec version this crate writes.
 pub const SPEC_VERSION: &str = "1.0";
 /// The major spec version this crate reads. A payload with another major is
-/// refused before its other fields are looked at. Minor versions only clarify:
-/// they add no field, because unknown fields are refused.
+/// refused before its other fields are looked at. Minor versions only clarify.
+/// A field added later is optional and left out of payloads that do not use
+/// it, so those read as before; a payload that carries one is refused by
+/// verifiers that predate it (unknown fields are refused), so a publisher
+/// that sets it knows that every machine accepting the manifest honours it.
 pub const SPEC_MAJOR: u32 = 1;
 /// The kernels' `COMMAND_LINE_SIZE` (2048 on x86_64 and arm64) less the NUL.
 pub const MAX_CMDLINE: usize = 2047;
@@ -185,6 +188,14 @@ pub struct Manifest {
     pub board: Option<String>,
     /// Monotonic release number; see the version floor in [`crate::policy`].
     pub version: u64,
+    /// The publisher's statement that no machine may boot a version below
+    /// this one from now on: a machine that hands off under this manifest
+    /// stores it as its floor (if higher than the one it has). At most
+    /// `version`. Absent: the stored floor stays as it is. A machine never
+    /// raises its floor on its own judgement, so accepting a bad release
+    /// cannot lock a machine out of the good one before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor: Option<u64>,
     /// Seconds since the epoch.
     pub issued_at: u64,
     /// Seconds since the epoch; the manifest is refused from this second on.
@@ -206,7 +217,8 @@ struct Header {
 
 /// Checks `type` and the spec major of a payload.
 pub(crate) fn check_header(payload: &[u8], expected: &'static str) -> Result<(), ManifestError> {
-    let header: Header = serde_json::from_slice(payload).map_err(ManifestError::PayloadSyntax)?;
+    let header: Header = serde_json::from_slice(payload)
+        .map_err(|source| ManifestError::PayloadSyntax { source })?;
     if header.kind != expected {
         return Err(ManifestError::PayloadType {
             found: header.kind,
@@ -235,8 +247,8 @@ impl Manifest {
     /// Parses and checks a payload whose signatures were already accepted.
     pub fn from_payload(payload: &[u8]) -> Result<Manifest, ManifestError> {
         check_header(payload, MANIFEST_TYPE)?;
-        let manifest: Manifest =
-            serde_json::from_slice(payload).map_err(ManifestError::PayloadSyntax)?;
+        let manifest: Manifest = serde_json::from_slice(payload)
+            .map_err(|source| ManifestError::PayloadSyntax { source })?;
         manifest.check()?;
         Ok(manifest)
     }
@@ -255,6 +267,14 @@ impl Manifest {
         check_name("channel", &self.channel)?;
         if let Some(board) = &self.board {
             check_name("board", board)?;
+        }
+        if let Some(floor) = self.floor
+            && floor > self.version
+        {
+            return Err(ManifestError::FloorAboveVersion {
+                floor,
+                version: self.version,
+            });
         }
         if self.issued_at > self.expires_at {
             return Err(ManifestError::Validity {
@@ -366,6 +386,7 @@ mod tests {
             arch: Arch::X86_64,
             board: None,
             version: 5,
+            floor: None,
             issued_at: 1_700_000_000,
             expires_at: 1_700_086_400,
             handoff: Handoff::Kexec,
@@ -395,6 +416,7 @@ mod tests {
             (|m| m.channel = String::new(), "channel \"\""),
             (|m| m.board = Some("a/b".into()), "board \"a/b\""),
             (|m| m.issued_at = m.expires_at + 1, "issued_at 1700086401"),
+            (|m| m.floor = Some(6), "floor 6 is above the version 5"),
             (|m| m.cmdline = "a".repeat(2048), "cmdline is 2048 bytes"),
             (
                 |m| m.cmdline = "a\nb".into(),
@@ -460,6 +482,21 @@ mod tests {
     }
 
     #[test]
+    fn the_floor_is_optional_and_absent_from_payloads_without_it() {
+        // Payloads signed before the field existed read the same.
+        let without = String::from_utf8(sample().to_payload()).unwrap();
+        assert!(!without.contains("floor"), "{without}");
+        let mut m = sample();
+        m.floor = Some(5);
+        let with = String::from_utf8(m.to_payload()).unwrap();
+        assert!(with.contains("\"version\": 5,\n  \"floor\": 5,"), "{with}");
+        assert_eq!(Manifest::from_payload(with.as_bytes()).unwrap(), m);
+        // Equal to the version is the usual case: this release and later.
+        m.floor = Some(0);
+        assert!(Manifest::from_payload(&m.to_payload()).is_ok());
+    }
+
+    #[test]
     fn header_is_checked_before_the_strict_parse() {
         let table = [
             (
@@ -499,7 +536,7 @@ mod tests {
         let twice = payload.replacen("\"version\": 5,", "\"version\": 5,\n  \"version\": 6,", 1);
         assert_ne!(twice, payload);
         match Manifest::from_payload(twice.as_bytes()) {
-            Err(ManifestError::PayloadSyntax(e)) => {
+            Err(ManifestError::PayloadSyntax { source: e }) => {
                 assert!(e.to_string().contains("duplicate field `version`"), "{e}");
             }
             other => panic!("{other:?}"),

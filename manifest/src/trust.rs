@@ -23,6 +23,16 @@ use crate::key::{KeyId, KeyRecord, PublicKey};
 /// The most keys a trust store (or a rotation) may name.
 pub const MAX_KEYS: usize = 32;
 
+/// What an image's `[trust]` holds when its spec leaves a field out (mkimage),
+/// and what `phase verify --trust` judges by unless told otherwise: the two
+/// must agree, or the host tool would pass manifests every default image
+/// refuses.
+pub const DEFAULT_THRESHOLD: usize = 1;
+/// See [`DEFAULT_THRESHOLD`].
+pub const DEFAULT_VERSION_FLOOR: u64 = 0;
+/// See [`DEFAULT_THRESHOLD`].
+pub const DEFAULT_MAX_VERSION_JUMP: u64 = 1000;
+
 /// Checked trust material: distinct strong keys, and a threshold between 1
 /// and their number.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,7 +181,8 @@ impl TrustStore {
 
     /// Parses and checks the JSON form.
     pub fn from_json(bytes: &[u8]) -> Result<TrustStore, ManifestError> {
-        let json: TrustJson = serde_json::from_slice(bytes).map_err(ManifestError::TrustSyntax)?;
+        let json: TrustJson = serde_json::from_slice(bytes)
+            .map_err(|source| ManifestError::TrustSyntax { source })?;
         let mut store = TrustStore::new(
             &json.keys,
             json.threshold,
@@ -269,7 +280,7 @@ mod tests {
         let unknown_field = r#"{"keys":[],"threshold":1,"version_floor":0,"max_version_jump":1,"time_floor":0,"insecure":true}"#;
         assert!(matches!(
             TrustStore::from_json(unknown_field.as_bytes()),
-            Err(ManifestError::TrustSyntax(_))
+            Err(ManifestError::TrustSyntax { .. })
         ));
     }
 }

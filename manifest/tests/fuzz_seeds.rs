@@ -24,6 +24,7 @@ fn manifest_corpus_parses_without_panic_and_round_trips() {
         board: None,
     };
     let mut verified = Vec::new();
+    let mut indexes = Vec::new();
     for (name, data) in corpus("manifest") {
         if let Ok(env) = Envelope::from_json(&data) {
             let _ = Manifest::from_payload(&env.payload);
@@ -46,7 +47,17 @@ fn manifest_corpus_parses_without_panic_and_round_trips() {
             verified.push(name.clone());
         }
         let _ = rotation::apply(&trust, &data);
+        let chain = rotation::follow(&trust, u64::MAX, |_| Ok(data.clone()));
+        assert!(chain.applied.len() as u64 <= rotation::MAX_CHAIN);
+        if let Ok(index) = rotation::Index::from_json(&data) {
+            assert_eq!(
+                rotation::Index::from_json(index.to_json().as_bytes()).ok(),
+                Some(index)
+            );
+            indexes.push(name.clone());
+        }
     }
+    assert_eq!(indexes, ["rotation-index.json"]);
     // The signed seeds are what lets mutations reach the payload parser.
     assert_eq!(verified, ["signed-kexec.json"]);
 }
