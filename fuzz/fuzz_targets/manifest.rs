@@ -1,5 +1,6 @@
-//! Envelope, payload, trust-store and rotation parsing: everything the init
-//! reads from a provider before and after signature checks.
+//! Envelope, payload, trust-store and rotation parsing, and the provider's
+//! rotation index and chain: everything the init reads from a provider
+//! before and after signature checks.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use phase_manifest::{Arch, Binding, Envelope, Manifest, Rotation, State, TrustStore, rotation};
@@ -29,5 +30,11 @@ fuzz_target!(|data: &[u8]| {
         };
         let _ = phase_manifest::verify(data, &trust, &binding, &State::default());
         let _ = rotation::apply(&trust, data);
+        // The same bytes as every step of a chain as long as the index says.
+        let chain = rotation::follow(&trust, u64::MAX, |_| Ok(data.to_vec()));
+        assert!(chain.applied.len() as u64 <= rotation::MAX_CHAIN);
+    }
+    if let Ok(index) = rotation::Index::from_json(data) {
+        assert_eq!(rotation::Index::from_json(index.to_json().as_bytes()).ok(), Some(index));
     }
 });

@@ -4,7 +4,8 @@
 //!
 //! The manifest is verified against the image's trust store before anything
 //! else is fetched: signatures over the raw bytes, binding, version floor,
-//! expiry (`phase_manifest::verify`). Artifacts are content-addressed and
+//! expiry (`phase_manifest::verify`), after the mirror's key rotation chain
+//! was followed from that store (`crate::rotation`). Artifacts are content-addressed and
 //! checked byte by byte against their declared size and digest, so any
 //! mirror may serve them: a mirror that fails for one artifact is replaced by
 //! the next for that artifact (SECURITY.md row 11). Transport failures are
@@ -21,9 +22,11 @@ use phase_manifest::{
     Arch, Artifact, ArtifactCheck, Binding, MAX_ENVELOPE_SIZE, ManifestError, State, TrustStore,
     Verified,
 };
+use serde_json::{Value, json};
 
 use crate::error_chain;
 use crate::plan::ProviderUrl;
+use crate::policy::Tried;
 use crate::sealed::{Sealed, Unsealed};
 use crate::sys;
 
@@ -54,11 +57,14 @@ pub fn client(trust: &Trust) -> Result<Client, String> {
         .map_err(|e| format!("{}: {}", layout::CA_BUNDLE, error_chain(&e)))
 }
 
-/// A stage that failed: the last error, and every attempt before it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A stage that failed: the last error (as a line, and as `kind` and
+/// `detail`), and every attempt, the last one included.
+#[derive(Debug, Clone, PartialEq)]
 pub struct StageFailure {
     pub error: String,
-    pub tried: Vec<String>,
+    pub kind: String,
+    pub detail: Value,
+    pub tried: Vec<Tried>,
 }
 
 /// How long to keep trying, and how long to wait between rounds.
@@ -80,7 +86,7 @@ impl Budget {
 
     /// Waits `delay` (±25 % jitter, so a fleet does not retry in step) if the
     /// deadline allows; false when it does not.
-    fn wait(&self, delay: Duration) -> bool {
+    pub fn wait(&self, delay: Duration) -> bool {
         let mut byte = [0u8; 1];
         let jitter = if sys::getrandom(&mut byte).is_ok() {
             // 0..=255 → 0.75..1.25
@@ -97,44 +103,162 @@ impl Budget {
     }
 }
 
+/// Why one attempt failed, as a line and as data.
+struct Reason {
+    what: &'static str,
+    url: String,
+    kind: String,
+    detail: Value,
+    error: String,
+}
+
+impl Reason {
+    /// A transfer that failed: what the client said, and its kind.
+    fn fetch(what: &'static str, url: &str, e: &FetchError) -> Reason {
+        Reason {
+            what,
+            url: url.to_owned(),
+            kind: e.kind().to_owned(),
+            detail: fetch_detail(e),
+            error: error_chain(e),
+        }
+    }
+
+    /// Bytes that arrived and were refused by the manifest's rules.
+    fn refused(what: &'static str, url: &str, e: &ManifestError) -> Reason {
+        Reason {
+            what,
+            url: url.to_owned(),
+            kind: e.kind(),
+            detail: e.to_value(),
+            error: format!("{what} {url} refused: {}", error_chain(e)),
+        }
+    }
+
+    /// A local step that failed (a memfd, a seal).
+    fn local(what: &'static str, url: &str, kind: &str, error: String) -> Reason {
+        Reason {
+            what,
+            url: url.to_owned(),
+            kind: kind.to_owned(),
+            detail: Value::Null,
+            error,
+        }
+    }
+
+    fn tried(self, mirror: &ProviderUrl, outcome: &'static str) -> Tried {
+        let mut detail = self.detail;
+        if let Value::Object(map) = &mut detail {
+            map.remove("kind");
+        }
+        Tried {
+            at: Some(mirror.url.clone()),
+            what: Some(self.what.to_owned()),
+            outcome,
+            kind: self.kind,
+            detail: match detail {
+                Value::Object(mut map) => {
+                    map.insert("url".into(), json!(self.url));
+                    Value::Object(map)
+                }
+                _ => json!({ "url": self.url }),
+            },
+            error: self.error,
+        }
+    }
+}
+
+/// The values a fetch error names, for the failure event.
+fn fetch_detail(e: &FetchError) -> Value {
+    match e {
+        FetchError::Status { status, .. } => json!({ "status": status }),
+        FetchError::Redirects { limit, .. } => json!({ "limit": limit }),
+        FetchError::BadRedirect { location, .. } => json!({ "location": location }),
+        FetchError::Downgrade { from, to } => json!({ "from": from, "to": to }),
+        FetchError::ContentEncoding { encoding, .. } => json!({ "encoding": encoding }),
+        FetchError::Truncated { got, expected, .. } => {
+            json!({ "received": got, "expected": expected })
+        }
+        FetchError::TooLarge { cap, .. } => json!({ "cap": cap }),
+        FetchError::TooSlow {
+            bytes,
+            elapsed,
+            min,
+            ..
+        } => json!({
+            "bytes": bytes,
+            "elapsed_ms": elapsed.as_millis() as u64,
+            "min_bytes": min.bytes,
+            "per_s": min.per.as_secs(),
+        }),
+        _ => Value::Null,
+    }
+}
+
 /// Whether a failure would repeat with the same bytes (a refusal) or might
 /// not (transport).
 enum Attempt<T> {
     Ok(T),
-    Refused(String),
-    Transport(String),
+    Refused(Reason),
+    Transport(Reason),
 }
 
+/// More mirrors, asked for once when the first round has failed
+/// (`phase.mode=internet`: those discovered on the LAN).
+pub type More<'a> = Option<&'a mut dyn FnMut() -> Vec<ProviderUrl>>;
+
 /// Runs `attempt` over the mirrors in rounds until one succeeds, every
-/// mirror refuses, or the budget ends.
+/// mirror refuses, or the budget ends; after the first failed round, the
+/// mirrors `more` gives join the end of the list and are tried at once.
+/// Every failed attempt is recorded in `tried`; the error is the last of
+/// them.
 fn over_mirrors<T>(
-    mirrors: &[&ProviderUrl],
+    mirrors: &mut Vec<ProviderUrl>,
+    mut more: More<'_>,
     budget: &Budget,
-    tried: &mut Vec<String>,
+    tried: &mut Vec<Tried>,
     mut attempt: impl FnMut(&ProviderUrl) -> Attempt<T>,
-) -> Result<(usize, T), String> {
+) -> Result<(usize, T), StageFailure> {
     let mut delay = budget.first_delay;
-    let mut last = String::from("no provider given (phase.provider=)");
+    let mut i = 0;
+    let mut all_refused = true;
     loop {
-        let mut all_refused = true;
-        for (i, mirror) in mirrors.iter().enumerate() {
+        while let Some(mirror) = mirrors.get(i) {
             match attempt(mirror) {
                 Attempt::Ok(value) => return Ok((i, value)),
-                Attempt::Refused(e) => {
-                    tried.push(format!("{}: {e}", mirror.url));
-                    last = e;
-                }
-                Attempt::Transport(e) => {
+                Attempt::Refused(r) => tried.push(r.tried(mirror, "refused")),
+                Attempt::Transport(r) => {
                     all_refused = false;
-                    tried.push(format!("{}: {e}", mirror.url));
-                    last = e;
+                    tried.push(r.tried(mirror, "transport"));
                 }
+            }
+            i += 1;
+        }
+        if let Some(more) = more.take() {
+            mirrors.extend(more());
+            if i < mirrors.len() {
+                continue;
             }
         }
         if mirrors.is_empty() || all_refused || !budget.wait(delay) {
-            return Err(last);
+            return Err(match tried.last() {
+                Some(last) => StageFailure {
+                    error: last.error.clone(),
+                    kind: last.kind.clone(),
+                    detail: last.detail.clone(),
+                    tried: tried.clone(),
+                },
+                None => StageFailure {
+                    error: "no provider given (phase.provider=)".into(),
+                    kind: "no_provider".into(),
+                    detail: Value::Null,
+                    tried: Vec::new(),
+                },
+            });
         }
         delay = (delay * 2).min(budget.max_delay);
+        i = 0;
+        all_refused = true;
     }
 }
 
@@ -150,41 +274,69 @@ pub fn manifest_url(mirror: &ProviderUrl, channel: &str, arch: Arch) -> String {
 #[derive(Debug)]
 pub struct Fetched {
     pub verified: Verified,
-    /// Index into the mirror list.
+    /// Every mirror, those `more` added included.
+    pub mirrors: Vec<ProviderUrl>,
+    /// Index into `mirrors`.
     pub mirror: usize,
-    pub tried: Vec<String>,
+    pub tried: Vec<Tried>,
+    /// The mirror's key rotation chain, followed before the manifest was
+    /// verified; its store is the one that judged.
+    pub rotation: crate::rotation::Followed,
 }
 
-/// Stage fetch: the first acceptable manifest from the mirrors.
+/// Stage fetch: the first acceptable manifest from the mirrors (and, once
+/// they all failed, from those `more` gives).
 pub fn fetch_manifest(
     client: &Client,
     mirrors: &[ProviderUrl],
+    more: More<'_>,
     binding: &Binding,
     trust: &TrustStore,
     state: &State,
     budget: &Budget,
 ) -> Result<Fetched, StageFailure> {
     let mut tried = Vec::new();
-    let refs: Vec<&ProviderUrl> = mirrors.iter().collect();
-    let result = over_mirrors(&refs, budget, &mut tried, |mirror| {
+    let mut mirrors = mirrors.to_vec();
+    let result = over_mirrors(&mut mirrors, more, budget, &mut tried, |mirror| {
         let url = manifest_url(mirror, &binding.channel, binding.arch);
+        let followed = match crate::rotation::follow(client, mirror, trust) {
+            Ok(f) => f,
+            Err(e) => {
+                return Attempt::Transport(Reason {
+                    what: "rotation",
+                    url: e.url,
+                    kind: e.kind.to_owned(),
+                    detail: Value::Null,
+                    error: e.error,
+                });
+            }
+        };
         let bytes = match client.get_capped(&url, MAX_ENVELOPE_SIZE as u64) {
             Ok(b) => b,
-            Err(e) => return Attempt::Transport(error_chain(&e)),
+            // An oversized manifest is refused for its size: another round
+            // would get the same bytes.
+            Err(e @ FetchError::TooLarge { .. }) => {
+                return Attempt::Refused(Reason::fetch("manifest", &url, &e));
+            }
+            Err(e) => return Attempt::Transport(Reason::fetch("manifest", &url, &e)),
         };
-        match phase_manifest::verify(&bytes, trust, binding, state) {
-            Ok(v) => Attempt::Ok(v),
-            Err(e) => Attempt::Refused(format!("manifest {url} refused: {}", error_chain(&e))),
+        match phase_manifest::verify(&bytes, &followed.store, binding, state) {
+            Ok(v) => Attempt::Ok((v, followed)),
+            Err(e) => {
+                let mut reason = Reason::refused("manifest", &url, &e);
+                reason.error.push_str(&followed.note());
+                Attempt::Refused(reason)
+            }
         }
     });
-    match result {
-        Ok((mirror, verified)) => Ok(Fetched {
-            verified,
-            mirror,
-            tried,
-        }),
-        Err(error) => Err(StageFailure { error, tried }),
-    }
+    let (mirror, (verified, rotation)) = result?;
+    Ok(Fetched {
+        verified,
+        mirrors,
+        mirror,
+        tried,
+        rotation,
+    })
 }
 
 /// Transfer progress of one artifact.
@@ -216,19 +368,16 @@ pub fn stream_artifacts(
     verified: &Verified,
     budget: &Budget,
     progress: &mut dyn FnMut(Progress<'_>),
-) -> Result<(Vec<Streamed>, Vec<String>), StageFailure> {
-    let mut order: Vec<&ProviderUrl> = mirrors.iter().skip(first).collect();
-    order.extend(mirrors.iter().take(first));
+) -> Result<(Vec<Streamed>, Vec<Tried>), StageFailure> {
+    let mut order: Vec<ProviderUrl> = mirrors.iter().skip(first).cloned().collect();
+    order.extend(mirrors.iter().take(first).cloned());
     let mut tried = Vec::new();
     let mut out = Vec::new();
     for (name, artifact) in verified.manifest.artifacts.iter() {
-        let result = over_mirrors(&order, budget, &mut tried, |mirror| {
+        let (_, streamed) = over_mirrors(&mut order, None, budget, &mut tried, |mirror| {
             stream_one(client, mirror, name, artifact, progress)
-        });
-        match result {
-            Ok((_, streamed)) => out.push(streamed),
-            Err(error) => return Err(StageFailure { error, tried }),
-        }
+        })?;
+        out.push(streamed);
     }
     Ok((out, tried))
 }
@@ -244,7 +393,9 @@ fn stream_one(
     let started = Instant::now();
     let mut file = match Unsealed::new(name) {
         Ok(f) => f,
-        Err(e) => return Attempt::Transport(error_chain(&e)),
+        Err(e) => {
+            return Attempt::Transport(Reason::local(name, &url, "memfd", error_chain(&e)));
+        }
     };
     let mut check = ArtifactCheck::new(artifact);
     // Which check failed, kept whole so it reads as a refusal.
@@ -276,19 +427,26 @@ fn stream_one(
         },
     );
     if let Some(e) = refusal {
-        return Attempt::Refused(format!("{name} {url} refused: {}", error_chain(&e)));
+        return Attempt::Refused(Reason::refused(name, &url, &e));
     }
     if let Some(e) = write_error {
-        return Attempt::Transport(format!("{name}: {e}"));
+        return Attempt::Transport(Reason::local(
+            name,
+            &url,
+            "memfd_write",
+            format!("{name}: {e}"),
+        ));
     }
     if let Err(e) = result {
+        let mut reason = Reason::fetch(name, &url, &e);
+        reason.error = format!("{name}: {}", reason.error);
         return match e {
-            FetchError::TooLarge { .. } => Attempt::Refused(format!("{name}: {}", error_chain(&e))),
-            other => Attempt::Transport(format!("{name}: {}", error_chain(&other))),
+            FetchError::TooLarge { .. } => Attempt::Refused(reason),
+            _ => Attempt::Transport(reason),
         };
     }
     if let Err(e) = check.finish() {
-        return Attempt::Refused(format!("{name} {url} refused: {}", error_chain(&e)));
+        return Attempt::Refused(Reason::refused(name, &url, &e));
     }
     match file.seal() {
         Ok(sealed) => Attempt::Ok(Streamed {
@@ -298,6 +456,6 @@ fn stream_one(
             from: url,
             elapsed: started.elapsed(),
         }),
-        Err(e) => Attempt::Transport(error_chain(&e)),
+        Err(e) => Attempt::Transport(Reason::local(name, &url, "seal", error_chain(&e))),
     }
 }

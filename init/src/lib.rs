@@ -9,6 +9,7 @@ pub mod bench;
 pub mod clock;
 pub mod cmdline;
 pub mod dhcp;
+pub mod discover;
 pub mod early;
 pub mod event;
 pub mod fdt;
@@ -16,6 +17,7 @@ pub mod fetch;
 pub mod kexec;
 #[macro_use]
 pub mod log;
+pub mod floor;
 pub mod link;
 pub mod modules;
 pub mod netlink;
@@ -24,9 +26,12 @@ pub mod pid1;
 pub mod plan;
 pub mod policy;
 pub mod reaper;
+pub mod root;
+pub mod rotation;
 pub mod sealed;
 pub mod sys;
 pub mod udp;
+pub mod watchdog;
 
 /// An error and its sources as one line: `outer: inner: innermost`.
 pub fn error_chain(error: &dyn std::error::Error) -> String {

@@ -7,18 +7,17 @@
 //!   nothing new, because a bus driver that loads exposes new devices (the
 //!   virtio PCI driver reveals the virtio NIC behind it).
 //!
-//! Built-in and already-loaded modules are no-ops. Compressed modules
-//! (`.ko.xz`, `.ko.zst`) are handed to the kernel as they are when it can
-//! decompress that format itself (`/sys/module/compression`,
-//! `MODULE_INIT_COMPRESSED_FILE`), otherwise decompressed here and loaded
-//! from memory with `init_module`.
+//! Built-in and already-loaded modules are no-ops. Every module in an
+//! image is an uncompressed `.ko`: mkimage decompresses a tree's `.ko.xz`,
+//! `.ko.zst` and `.ko.gz` files (the archive is compressed as a whole), so
+//! the init carries no decoders and the kernel needs no
+//! `CONFIG_MODULE_DECOMPRESS`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use phase_initramfs::layout;
@@ -50,120 +49,19 @@ pub enum ModulesError {
         #[source]
         error: io::Error,
     },
-    #[error("decompressing module {} ({format})", path.display())]
-    Decompress {
-        path: PathBuf,
-        format: Compression,
-        #[source]
-        error: io::Error,
-    },
-    #[error("finit_module({}, \"\", {flags:#x})", path.display())]
+    #[error("finit_module({}, \"\", 0)", path.display())]
     FinitModule {
         path: PathBuf,
-        flags: i32,
         #[source]
         error: io::Error,
     },
-    #[error("init_module(<{len} bytes decompressed from {}>, \"\")", path.display())]
-    InitModule {
-        path: PathBuf,
-        len: usize,
-        #[source]
-        error: io::Error,
-    },
-}
-
-/// How a module file is compressed, from its name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    Xz,
-    Zstd,
-    Gzip,
-}
-
-impl std::fmt::Display for Compression {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Compression::Xz => "xz",
-            Compression::Zstd => "zstd",
-            Compression::Gzip => "gzip",
-        })
-    }
-}
-
-impl Compression {
-    pub fn of(path: &Path) -> Option<Compression> {
-        match path.extension()?.to_str()? {
-            "xz" => Some(Compression::Xz),
-            "zst" => Some(Compression::Zstd),
-            "gz" => Some(Compression::Gzip),
-            _ => None,
-        }
-    }
-
-    /// The kernel's name in `/sys/module/compression` (present only with
-    /// `CONFIG_MODULE_DECOMPRESS`; it names the one format the kernel was
-    /// built to decompress).
-    pub fn from_sysfs(text: &str) -> Option<Compression> {
-        match text.trim() {
-            "xz" => Some(Compression::Xz),
-            "zstd" => Some(Compression::Zstd),
-            "gzip" => Some(Compression::Gzip),
-            _ => None,
-        }
-    }
-}
-
-/// What the kernel decompresses by itself, read once.
-fn kernel_decompresses() -> Option<Compression> {
-    static KERNEL: OnceLock<Option<Compression>> = OnceLock::new();
-    *KERNEL.get_or_init(|| {
-        std::fs::read_to_string("/sys/module/compression")
-            .ok()
-            .and_then(|t| Compression::from_sysfs(&t))
-    })
-}
-
-/// Decompresses a module in userspace. gzip is left to the kernel: no
-/// distribution kernel we know compresses modules with it without also
-/// decompressing them in-kernel, and a third decoder would cost bytes.
-pub fn decompress(format: Compression, input: impl Read + 'static) -> io::Result<Vec<u8>> {
-    match format {
-        #[cfg(feature = "ko-xz")]
-        Compression::Xz => {
-            let mut out = Vec::new();
-            xz4rust::XzReader::new(input).read_to_end(&mut out)?;
-            Ok(out)
-        }
-        #[cfg(feature = "ko-zst")]
-        Compression::Zstd => {
-            let mut out = Vec::new();
-            ruzstd::decoding::StreamingDecoder::new(input)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?
-                .read_to_end(&mut out)?;
-            Ok(out)
-        }
-        #[allow(unreachable_patterns)]
-        _ => {
-            drop(input);
-            Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!(
-                    "the kernel cannot decompress {format} modules (no CONFIG_MODULE_DECOMPRESS \
-                     for it) and this init was built without {format} support"
-                ),
-            ))
-        }
-    }
 }
 
 /// How one module load went.
 #[derive(Debug, Clone, Serialize)]
 pub struct Loaded {
     pub name: String,
-    /// `loaded`, `loaded (kernel decompressed)`, `loaded (decompressed)`, or
-    /// `present` when the kernel already had it.
+    /// `loaded`, or `present` when the kernel already had it.
     pub outcome: &'static str,
     pub ms: u64,
     /// Why it was loaded: `boot`, `plan`, `modalias <alias>`, or
@@ -251,36 +149,12 @@ fn load_file(path: &Path) -> Result<&'static str, ModulesError> {
         error,
     })?;
     let no_params = CString::default();
-    let present = |e: &io::Error| e.raw_os_error() == Some(libc::EEXIST);
-    let format = Compression::of(path);
-    if format.is_none() || format == kernel_decompresses() {
-        let flags = match format {
-            Some(_) => sys::MODULE_INIT_COMPRESSED_FILE,
-            None => 0,
-        };
-        return match sys::finit_module(&file, &no_params, flags) {
-            Ok(()) if flags != 0 => Ok("loaded (kernel decompressed)"),
-            Ok(()) => Ok("loaded"),
-            Err(e) if present(&e) => Ok("present"),
-            Err(error) => Err(ModulesError::FinitModule {
-                path: path.to_owned(),
-                flags,
-                error,
-            }),
-        };
-    }
-    let format = format.unwrap_or(Compression::Xz);
-    let image = decompress(format, file).map_err(|error| ModulesError::Decompress {
-        path: path.to_owned(),
-        format,
-        error,
-    })?;
-    match sys::init_module(&image, &no_params) {
-        Ok(()) => Ok("loaded (decompressed)"),
-        Err(e) if present(&e) => Ok("present"),
-        Err(error) => Err(ModulesError::InitModule {
+    match sys::finit_module(&file, &no_params) {
+        Ok(()) => Ok("loaded"),
+        // Loaded meanwhile (a module's own request_module, say).
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok("present"),
+        Err(error) => Err(ModulesError::FinitModule {
             path: path.to_owned(),
-            len: image.len(),
             error,
         }),
     }
@@ -334,10 +208,11 @@ impl Devices {
 }
 
 /// A sysfs attribute's text, trimmed; `None` if it is missing, unreadable or
-/// empty. One `read`: sysfs hands over an attribute (at most a page) whole.
+/// empty. One `read`: sysfs hands over an attribute (at most a page, which
+/// is 16K on an M-series kernel) whole.
 fn read_attribute(path: &Path) -> Option<String> {
     let mut file = File::open(path).ok()?;
-    let mut buf = [0u8; 4096];
+    let mut buf = vec![0u8; crate::sys::page_size()];
     let n = loop {
         match file.read(&mut buf) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -433,72 +308,6 @@ pub fn load_for_devices(
 mod tests {
     use super::*;
     use phase_initramfs::modindex::ModuleEntry;
-    use std::io::Write;
-
-    #[test]
-    fn compression_from_names_and_sysfs() {
-        let table: &[(&str, Option<Compression>)] = &[
-            ("kernel/drivers/net/virtio_net.ko", None),
-            ("kernel/drivers/net/virtio_net.ko.xz", Some(Compression::Xz)),
-            (
-                "kernel/drivers/net/virtio_net.ko.zst",
-                Some(Compression::Zstd),
-            ),
-            (
-                "kernel/drivers/net/virtio_net.ko.gz",
-                Some(Compression::Gzip),
-            ),
-        ];
-        for (path, want) in table {
-            assert_eq!(Compression::of(Path::new(path)), *want, "{path}");
-        }
-        assert_eq!(Compression::from_sysfs("zstd\n"), Some(Compression::Zstd));
-        assert_eq!(Compression::from_sysfs("xz\n"), Some(Compression::Xz));
-        assert_eq!(Compression::from_sysfs("none\n"), None);
-    }
-
-    #[cfg(all(feature = "ko-xz", feature = "ko-zst"))]
-    #[test]
-    fn userspace_decompression_matches_the_reference_compressors() {
-        // A real module image, compressed the way kbuild does
-        // (xz --check=crc32 --lzma2=dict=1MiB; zstd -19).
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../fuzz/corpus/modinfo/virtio_net.elf"
-        );
-        let elf = std::fs::read(path).unwrap();
-        let mut xz = Vec::new();
-        {
-            let mut opts = xz2::stream::LzmaOptions::new_preset(6).unwrap();
-            opts.dict_size(1 << 20);
-            let mut filters = xz2::stream::Filters::new();
-            filters.lzma2(&opts);
-            let stream =
-                xz2::stream::Stream::new_stream_encoder(&filters, xz2::stream::Check::Crc32)
-                    .unwrap();
-            let mut w = xz2::write::XzEncoder::new_stream(&mut xz, stream);
-            w.write_all(&elf).unwrap();
-            w.finish().unwrap();
-        }
-        let zst = zstd::encode_all(elf.as_slice(), 19).unwrap();
-        for (format, data) in [(Compression::Xz, xz), (Compression::Zstd, zst)] {
-            let out = decompress(format, io::Cursor::new(data.clone())).unwrap();
-            assert_eq!(out, elf, "{format}");
-            // A truncated stream is an error, not a short module.
-            let cut = data[..data.len() / 2].to_vec();
-            assert!(
-                decompress(format, io::Cursor::new(cut)).is_err(),
-                "{format}"
-            );
-        }
-        assert_eq!(
-            decompress(Compression::Gzip, io::empty())
-                .unwrap_err()
-                .to_string(),
-            "the kernel cannot decompress gzip modules (no CONFIG_MODULE_DECOMPRESS for it) \
-             and this init was built without gzip support"
-        );
-    }
 
     fn entry(name: &str, depends: &[&str], aliases: &[&str]) -> ModuleEntry {
         ModuleEntry {

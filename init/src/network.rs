@@ -127,6 +127,9 @@ pub struct Configured {
     pub naks: u32,
     /// Failed attempts before this one.
     pub retries: u32,
+    /// The lease's boot file when it is a provider URL (option 67).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_url: Option<String>,
 }
 
 /// Where the stage writes and what it may change.
@@ -472,6 +475,7 @@ fn apply_lease(
         dhcp_sent: stats.sent,
         naks: stats.naks,
         retries: 0,
+        boot_url: lease.boot_url.clone(),
     })
 }
 
@@ -516,6 +520,7 @@ fn apply_static(
         dhcp_sent: 0,
         naks: 0,
         retries: 0,
+        boot_url: None,
     })
 }
 
@@ -687,6 +692,7 @@ mod tests {
             dhcp_sent: 2,
             naks: 0,
             retries: 0,
+            boot_url: None,
         }
     }
 

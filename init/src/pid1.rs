@@ -10,17 +10,21 @@ use std::time::{Duration, Instant};
 
 use phase_manifest::{Arch, Binding, State};
 
-use phase_initramfs::image::ImageInfo;
+use phase_initramfs::image::{ImageInfo, KexecMethod};
 use phase_initramfs::layout;
 use serde_json::{Value, json};
 
 use crate::clock::{self, Floor};
+use crate::discover::{self, Found};
 use crate::event::{self, Channel};
 use crate::network::{self, Configured, Target};
-use crate::plan::{self, BootPlan, Stage};
-use crate::policy::{self, Failure};
+use crate::plan::ProviderUrl;
+use crate::plan::{self, BootPlan, Mode, Stage};
+use crate::policy::{self, Failure, Tried};
 use crate::sys::RebootCommand;
-use crate::{cmdline, early, error_chain, fetch, kexec, log, modules, reaper, sys};
+use crate::{
+    cmdline, early, error_chain, fetch, floor, kexec, log, modules, reaper, root, sys, watchdog,
+};
 
 /// How long the modules stage waits for the host to announce the event port.
 const EVENT_PORT_BUDGET: Duration = Duration::from_secs(3);
@@ -49,13 +53,26 @@ fn run_stage<T>(
     f: impl FnOnce() -> Result<Done<T>, Failure>,
 ) -> T {
     policy::enter(stage);
+    // Each stage begun is progress.
+    watchdog::pet();
     if let Some(plan) = plan
         && plan.break_before == Some(stage)
     {
         break_to_shell(stage);
     }
     #[cfg(feature = "test-hooks")]
-    if plan.is_some_and(|p| p.test_panic == Some(stage)) {
+    if let Some(plan) = plan
+        && plan.test_panic == Some(stage)
+    {
+        if plan.test_panic_thread {
+            // The panicking thread takes the policy; this one waits for a
+            // join that never comes, as the main thread would on any
+            // helper thread.
+            let helper = std::thread::spawn(move || {
+                panic!("test hook: injected panic on a helper thread in stage {stage}")
+            });
+            let _ = helper.join();
+        }
         panic!("test hook: injected panic at the start of stage {stage}");
     }
     let start = Instant::now();
@@ -98,7 +115,10 @@ pub fn main() -> ! {
 
     let image = run_stage(Stage::Early, None, || early_stage(reaper));
     let plan = run_stage(Stage::Plan, None, || plan_stage(&image));
-    let loaded = run_stage(Stage::Modules, Some(&plan), || modules_stage(&plan));
+    let loaded = run_stage(Stage::Modules, Some(&plan), || modules_stage(&plan, &image));
+    if let Some(fields) = watchdog::open(&plan) {
+        event::emit("watchdog", fields);
+    }
     let net = match network::needed(&plan) {
         Ok(_) => Some(run_stage(Stage::Network, Some(&plan), || {
             network_stage(&plan)
@@ -121,22 +141,114 @@ pub fn main() -> ! {
     }
     #[cfg(feature = "test-hooks")]
     if let Some(dir) = &plan.test_kexec {
-        test_kexec(&plan, dir);
+        test_kexec(&plan, &image, dir);
     }
-    if !plan.providers.is_empty() {
-        let (client, fetched) = run_stage(Stage::Fetch, Some(&plan), || fetch_stage(&plan));
-        let artifacts = run_stage(Stage::Verify, Some(&plan), || {
-            verify_stage(&plan, &client, &fetched)
+    // Local mode: the LAN's providers first, then any named ones.
+    let mut found = None;
+    let mut providers = plan.providers.clone();
+    if plan.mode == Mode::Local
+        && let Some(net) = &net
+    {
+        let f = run_stage(Stage::Discover, Some(&plan), || {
+            discover_stage(&plan, net, true)
         });
-        handoff(&plan, &fetched, artifacts);
+        providers = f.providers.iter().chain(&plan.providers).cloned().collect();
+        found = Some(f);
+    }
+    if !providers.is_empty() {
+        let (client, fetched, stored) = run_stage(Stage::Fetch, Some(&plan), || {
+            fetch_stage(&plan, &image, &providers, net.as_ref(), &mut found)
+        });
+        let artifacts = run_stage(Stage::Verify, Some(&plan), || {
+            verify_stage(&plan, &client, &fetched, found.as_ref())
+        });
+        handoff(&plan, &image, &fetched, stored, artifacts);
+    }
+    if let Some(spec) = &plan.root {
+        root_handoff(&plan, root::Source::Named(spec.clone()));
     }
     policy::enter(Stage::Handoff);
-    let what = if plan.root.is_some() {
-        "booting a root= device is not available in this build yet"
-    } else {
-        "nothing to boot: the command line names no phase.provider= and no root="
-    };
-    policy::fail(Failure::new(Stage::Handoff, what))
+    policy::fail(
+        Failure::new(
+            Stage::Handoff,
+            "nothing to boot: the command line names no phase.provider= and no root=",
+        )
+        .because("nothing_to_boot", Value::Null),
+    )
+}
+
+/// The root hand-off stage: mounts the root (`root=`, or the manifest's
+/// verified image) at /sysroot and checks its init — the `handoff` stage
+/// event says what was mounted — then, past the point of no return, emits
+/// a `switch_root` event, deletes the initramfs and executes the new init.
+/// Never returns.
+fn root_handoff(plan: &BootPlan, source: root::Source) -> ! {
+    let prepared = run_stage(Stage::Handoff, Some(plan), || {
+        let p = root::prepare(plan, source)?;
+        let summary = match (&p.lower, &p.upper) {
+            (Some(lower), Some(upper)) => format!(
+                "overlay: lower {} ({}, read-only) at {}, upper tmpfs {}; init {}",
+                lower.source, lower.fstype, lower.target, upper.target, p.init
+            ),
+            _ => format!(
+                "{} ({}, {}{}) at {}; init {}",
+                p.root,
+                p.fstype,
+                if p.read_only { "ro" } else { "rw" },
+                if p.options.is_empty() {
+                    String::new()
+                } else {
+                    format!(",{}", p.options)
+                },
+                root::switch_root::NEW_ROOT,
+                p.init
+            ),
+        };
+        let fields = json!({ "root": &p });
+        Ok(done(p, summary, fields))
+    });
+    // Nothing may still be probing disks, or fire a deadline, once the
+    // initramfs goes.
+    finish_storage_drivers();
+    policy::disarm_deadline();
+    // Closed without the magic character when the new init is executed:
+    // with nowayout set, the device keeps running for it.
+    let armed = watchdog::arm_for_handoff(None);
+    info!(
+        "handoff: switch_root to {} ({}), executing {}{}",
+        prepared.root,
+        prepared.fstype,
+        prepared.init,
+        if prepared.init_args.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", prepared.init_args.join(" "))
+        }
+    );
+    event::emit(
+        "switch_root",
+        json!({ "root": prepared.root, "fstype": prepared.fstype, "init": prepared.init, "args": prepared.init_args, "watchdog": armed }),
+    );
+    let (cleanup, error) = root::switch_root::switch(
+        root::switch_root::NEW_ROOT,
+        &prepared.init,
+        &prepared.init_args,
+    );
+    policy::fail(Failure::new(Stage::Handoff, error_chain(&error)).because(
+        "switch_root",
+        json!({ "deleted_files": cleanup.files, "mount_points_kept": cleanup.mount_points }),
+    ))
+}
+
+/// A failed fetch or verify stage as the policy reports it.
+fn stage_failure(stage: Stage, f: fetch::StageFailure) -> Failure {
+    Failure {
+        stage,
+        error: f.error,
+        kind: f.kind,
+        detail: f.detail,
+        tried: f.tried,
+    }
 }
 
 /// The budget for one retrying stage: `rd.retry`, but never past the whole
@@ -146,9 +258,68 @@ fn stage_budget(plan: &BootPlan) -> fetch::Budget {
     fetch::Budget::new(plan.retry.min(left))
 }
 
-fn fetch_stage(plan: &BootPlan) -> Result<Done<(phase_fetch::Client, fetch::Fetched)>, Failure> {
+/// The discover stage: providers on the boot link `net`. With `rounds`
+/// (local mode) it repeats while nothing is found, inside `rd.retry`, and
+/// fails when nothing was found and nothing is named.
+fn discover_stage(plan: &BootPlan, net: &Configured, rounds: bool) -> Result<Done<Found>, Failure> {
+    let arch = Arch::native().map_or("", Arch::as_str);
+    let budget = stage_budget(plan);
+    let found = discover::run(plan, net, arch, rounds.then_some(&budget));
+    if rounds && found.providers.is_empty() && plan.providers.is_empty() {
+        return Err(found.nothing(plan));
+    }
+    let fields = json!({
+        "discovered": &found,
+        "timeout_s": plan.discover_timeout.as_secs(),
+        "after_named": !rounds,
+    });
+    Ok(done(found.clone(), found.summary(), fields))
+}
+
+/// A failure of a stage that fetched from discovered providers: the report
+/// lists every provider heard of with its skip reason or its attempts.
+fn with_discovered(mut failure: Failure, found: Option<&Found>) -> Failure {
+    if let Some(found) = found {
+        found.annotate(&mut failure.tried);
+    }
+    failure
+}
+
+type FetchDone = (phase_fetch::Client, fetch::Fetched, floor::Stored);
+
+fn fetch_stage(
+    plan: &BootPlan,
+    image: &ImageInfo,
+    providers: &[ProviderUrl],
+    net: Option<&Configured>,
+    found: &mut Option<Found>,
+) -> Result<Done<FetchDone>, Failure> {
     let fail = |e: String| Failure::new(Stage::Fetch, e);
     let trust = fetch::read_trust().map_err(fail)?;
+    // The state partition's disk probes on the storage-driver thread.
+    if floor::needs_partition(image) {
+        finish_storage_drivers();
+    }
+    let stored = floor::locate(plan, image);
+    for note in &stored.notes {
+        warn!("floor: {note}");
+    }
+    match &stored.store {
+        floor::Store::Nowhere { why } => warn!(
+            "floor: {why}: the version floor is the image's only ({})",
+            trust.store.version_floor
+        ),
+        store => info!(
+            "floor: {} stored in {}",
+            stored.floor,
+            match store {
+                floor::Store::EfiVariable { path } => path.clone(),
+                floor::Store::StatePartition { device, label } =>
+                    format!("the state partition {device} ({label})"),
+                floor::Store::Nowhere { .. } => String::new(),
+            }
+        ),
+    }
     let client = fetch::client(&trust).map_err(fail)?;
     let arch =
         Arch::native().ok_or_else(|| fail("this architecture has no manifest arch".into()))?;
@@ -161,23 +332,37 @@ fn fetch_stage(plan: &BootPlan) -> Result<Done<(phase_fetch::Client, fetch::Fetc
         // A clock before 1970 counts as 1970; the trust store's time floor
         // covers a dead RTC.
         now: u64::try_from(sys::clock_gettime_realtime()).unwrap_or(0),
+        version_floor: stored.floor,
+        floor_source: stored.source(),
         ..State::default()
+    };
+    // Internet mode: the LAN's providers after the named ones, once each
+    // of those has failed.
+    let mut after_named = || -> Vec<ProviderUrl> {
+        let Some(net) = net.filter(|_| plan.mode == Mode::Internet) else {
+            return Vec::new();
+        };
+        warn!("fetch: every named provider failed; looking on the LAN");
+        let f = run_stage(Stage::Discover, Some(plan), || {
+            discover_stage(plan, net, false)
+        });
+        policy::enter(Stage::Fetch);
+        let providers = f.providers.clone();
+        *found = Some(f);
+        providers
     };
     let fetched = fetch::fetch_manifest(
         &client,
-        &plan.providers,
+        providers,
+        Some(&mut after_named),
         &binding,
         &trust.store,
         &state,
         &stage_budget(plan),
     )
-    .map_err(|f| Failure {
-        stage: Stage::Fetch,
-        error: f.error,
-        tried: f.tried,
-    })?;
+    .map_err(|f| with_discovered(stage_failure(Stage::Fetch, f), found.as_ref()))?;
     let m = &fetched.verified.manifest;
-    let mirror = &plan.providers[fetched.mirror].url;
+    let mirror = &fetched.mirrors[fetched.mirror].url;
     let signed_by: Vec<String> = fetched
         .verified
         .signed_by
@@ -185,15 +370,20 @@ fn fetch_stage(plan: &BootPlan) -> Result<Done<(phase_fetch::Client, fetch::Fetc
         .map(ToString::to_string)
         .collect();
     for t in &fetched.tried {
-        warn!("tried {t}");
+        warn!("tried {}", t.line());
+    }
+    let rotation = &fetched.rotation;
+    if let Some(why) = &rotation.stopped {
+        warn!("key rotation at {mirror}: {why}");
     }
     let summary = format!(
-        "manifest version {} for {}/{} from {mirror}, signed by {} of {} trusted key(s), {} hand-off",
+        "manifest version {} for {}/{} from {mirror}, signed by {} of {} trusted key(s) (generation {}), {} hand-off",
         m.version,
         m.channel,
         m.arch.as_str(),
         signed_by.len(),
-        trust.store.keys().len(),
+        rotation.store.keys().len(),
+        rotation.store.generation,
         m.handoff.as_str()
     );
     let fields = json!({
@@ -205,17 +395,24 @@ fn fetch_stage(plan: &BootPlan) -> Result<Done<(phase_fetch::Client, fetch::Fetc
         "cmdline": m.cmdline,
         "signed_by": signed_by,
         "tried": fetched.tried,
+        "rotation": rotation.to_json(),
+        "floor": m.floor,
+        "stored_floor": stored.fields(),
+        "image_floor": trust.store.version_floor,
     });
-    Ok(done((client, fetched), summary, fields))
+    Ok(done((client, fetched, stored), summary, fields))
 }
 
 fn verify_stage(
     plan: &BootPlan,
     client: &phase_fetch::Client,
     fetched: &fetch::Fetched,
+    found: Option<&Found>,
 ) -> Result<Done<Vec<fetch::Streamed>>, Failure> {
     let mut last_shown = Instant::now();
     let mut progress = |p: fetch::Progress<'_>| {
+        // Bytes arriving are progress.
+        watchdog::pet_progress();
         // A console line per half second, updated in place.
         if p.done < p.total && last_shown.elapsed() < Duration::from_millis(500) {
             return;
@@ -235,19 +432,15 @@ fn verify_stage(
     };
     let (streamed, tried) = fetch::stream_artifacts(
         client,
-        &plan.providers,
+        &fetched.mirrors,
         fetched.mirror,
         &fetched.verified,
         &stage_budget(plan),
         &mut progress,
     )
-    .map_err(|f| Failure {
-        stage: Stage::Verify,
-        error: f.error,
-        tried: f.tried,
-    })?;
+    .map_err(|f| with_discovered(stage_failure(Stage::Verify, f), found))?;
     for t in &tried {
-        warn!("tried {t}");
+        warn!("tried {}", t.line());
     }
     let total: u64 = streamed.iter().map(|a| a.sealed.len).sum();
     let summary = streamed
@@ -283,22 +476,39 @@ fn verify_stage(
 /// Hands off to what the manifest names: for `kexec`, the verified sealed
 /// memfds and the signed command line go to [`kexec_handoff`]. Returns only
 /// if there is nothing this build can hand off to, which the caller reports.
-fn handoff(plan: &BootPlan, fetched: &fetch::Fetched, mut artifacts: Vec<fetch::Streamed>) {
+fn handoff(
+    plan: &BootPlan,
+    image: &ImageInfo,
+    fetched: &fetch::Fetched,
+    mut stored: floor::Stored,
+    mut artifacts: Vec<fetch::Streamed>,
+) {
     let manifest = &fetched.verified.manifest;
-    if manifest.handoff != phase_manifest::Handoff::Kexec {
-        policy::enter(Stage::Handoff);
-        let what = format!(
-            "the {} hand-off is not in this build yet",
-            manifest.handoff.as_str()
-        );
-        policy::fail(Failure::new(Stage::Handoff, what))
-    }
+    policy::enter(Stage::Handoff);
+    store_floor(manifest, &mut stored);
     let mut take = |name: &str| {
         artifacts
             .iter()
             .position(|a| a.name == name)
             .map(|i| artifacts.swap_remove(i).sealed.into_fd())
     };
+    if manifest.handoff == phase_manifest::Handoff::SwitchRoot {
+        let Some(fd) = take("root_image") else {
+            // The manifest check makes a switch_root manifest name one.
+            policy::enter(Stage::Handoff);
+            policy::fail(Failure::new(
+                Stage::Handoff,
+                "the manifest names no root image",
+            ))
+        };
+        let sha256 = manifest
+            .artifacts
+            .root_image
+            .as_ref()
+            .map(|a| a.sha256.clone())
+            .unwrap_or_default();
+        root_handoff(plan, root::Source::Image { fd, sha256 });
+    }
     let Some(kernel) = take("kernel") else {
         // The manifest check makes a kexec manifest name a kernel.
         policy::enter(Stage::Handoff);
@@ -309,8 +519,47 @@ fn handoff(plan: &BootPlan, fetched: &fetch::Fetched, mut artifacts: Vec<fetch::
         initrd: take("initrd"),
         dtb: take("dtb"),
         cmdline: manifest.cmdline.clone(),
+        method: image.kexec_method.unwrap_or(KexecMethod::DEFAULT),
     };
     kexec_handoff(plan, next)
+}
+
+/// Before a hand-off under `manifest`: stores its signed floor if it is
+/// above the stored one, and says so (a `floor` event). A store that cannot
+/// be written does not stop the boot — the release is verified; only its
+/// floor will not outlive this boot — but it is reported.
+fn store_floor(manifest: &phase_manifest::Manifest, stored: &mut floor::Stored) {
+    let Some(wanted) = manifest.floor else {
+        return;
+    };
+    let was = stored.floor;
+    let (outcome, error) = match stored.raise(wanted) {
+        Ok(true) => {
+            info!(
+                "floor: raised from {was} to {wanted} (signed in manifest version {})",
+                manifest.version
+            );
+            ("raised", None)
+        }
+        Ok(false) if matches!(stored.store, floor::Store::Nowhere { .. }) => {
+            warn!("floor: {wanted} not stored: this machine has nowhere to keep it");
+            ("nowhere", None)
+        }
+        Ok(false) => ("kept", None),
+        Err(e) => {
+            let text = error_chain(&e);
+            warn!("floor: {wanted} not stored: {text}");
+            ("failed", Some(text))
+        }
+    };
+    let mut fields = stored.fields();
+    if let Value::Object(map) = &mut fields {
+        map.insert("outcome".into(), json!(outcome));
+        map.insert("was".into(), json!(was));
+        map.insert("wanted".into(), json!(wanted));
+        map.insert("error".into(), json!(error));
+    }
+    event::emit("floor", fields);
 }
 
 fn early_stage(reaper: std::io::Result<()>) -> Result<Done<ImageInfo>, Failure> {
@@ -331,6 +580,8 @@ fn early_stage(reaper: std::io::Result<()>) -> Result<Done<ImageInfo>, Failure> 
                 build_time: 0,
                 shell: false,
                 kernel_release: None,
+                kexec_method: None,
+                state: None,
             }
         }
     };
@@ -383,10 +634,10 @@ fn plan_stage(image: &ImageInfo) -> Result<Done<BootPlan>, Failure> {
                 .collect::<Vec<_>>()
                 .join("; "),
         );
-        failure.tried.push(format!(
+        failure.tried.push(Tried::text(format!(
             "kernel command line: {}",
             String::from_utf8_lossy(&line).trim()
-        ));
+        )));
         return Err(failure);
     }
     policy::configure(
@@ -414,16 +665,52 @@ fn start_deadline(budget: Duration) {
         .spawn(move || {
             let left = budget.saturating_sub(sys::clock_gettime_boottime());
             std::thread::sleep(left);
-            policy::fail(Failure::new(
-                policy::current_stage(),
-                format!(
-                    "the boot did not finish within phase.timeout={} s",
-                    budget.as_secs()
-                ),
-            ))
+            if policy::deadline_disarmed() {
+                return;
+            }
+            policy::fail(
+                Failure::new(
+                    policy::current_stage(),
+                    format!(
+                        "the boot did not finish within phase.timeout={} s",
+                        budget.as_secs()
+                    ),
+                )
+                .because("boot_timeout", json!({ "timeout_s": budget.as_secs() })),
+            )
         });
     if let Err(e) = spawned {
         warn!("cannot start the boot deadline: {e}");
+    }
+}
+
+/// What the modules stage does with the storage drivers its device scan
+/// passed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StorageChoice {
+    /// No device asked for one.
+    Nothing,
+    /// Load them on their own thread while the network comes up: the boot
+    /// will use a local disk.
+    Background,
+    /// Leave them out: a netboot ends in kexec, the next kernel probes the
+    /// disks itself, and probing them here only takes CPU from the fetch. A
+    /// rescue shell still gets them.
+    Keep,
+}
+
+/// `state_disk`: the version floor lives on a state partition, which a
+/// netboot reads before it trusts a manifest.
+fn storage_choice(plan: &BootPlan, deferred: &[String], state_disk: bool) -> StorageChoice {
+    if deferred.is_empty() {
+        StorageChoice::Nothing
+    } else if (plan.providers.is_empty() && plan.mode != Mode::Local)
+        || plan.root.is_some()
+        || state_disk
+    {
+        StorageChoice::Background
+    } else {
+        StorageChoice::Keep
     }
 }
 
@@ -575,7 +862,10 @@ fn join_storage(handle: Background) {
     }
 }
 
-fn modules_stage(plan: &BootPlan) -> Result<Done<Vec<modules::Loaded>>, Failure> {
+fn modules_stage(
+    plan: &BootPlan,
+    image: &ImageInfo,
+) -> Result<Done<Vec<modules::Loaded>>, Failure> {
     let fail = |e: &dyn std::error::Error| Failure::new(Stage::Modules, error_chain(e));
     let index = modules::read_index().map_err(|e| fail(&e))?;
     let mut wanted: Vec<(String, String)> = index
@@ -606,20 +896,16 @@ fn modules_stage(plan: &BootPlan) -> Result<Done<Vec<modules::Loaded>>, Failure>
     loaded.extend(from_devices.loaded);
     let deferred = from_devices.deferred;
     let mut skipped: Vec<&str> = Vec::new();
-    if !deferred.is_empty() {
-        let work = storage_work(plan, index, tried);
-        if plan.providers.is_empty() {
-            load_storage_drivers(work);
-        } else {
-            // A netboot ends in kexec: the next kernel probes the disks
-            // itself, and probing them here only takes CPU from the fetch.
-            // A rescue shell still gets them.
+    match storage_choice(plan, &deferred, floor::needs_partition(image)) {
+        StorageChoice::Nothing => {}
+        StorageChoice::Background => load_storage_drivers(storage_work(plan, index, tried)),
+        StorageChoice::Keep => {
             info!(
                 "modules: storage driver(s) not loaded, a netboot hand-off does not use local disks: {}",
                 deferred.join(" ")
             );
             skipped = deferred.iter().map(String::as_str).collect();
-            set_storage(Storage::Kept(work));
+            set_storage(Storage::Kept(storage_work(plan, index, tried)));
         }
     }
     let channel = event::open_channel(EVENT_PORT_BUDGET);
@@ -648,7 +934,7 @@ fn network_stage(plan: &BootPlan) -> Result<Done<Configured>, Failure> {
     let mut say = |line: &str| info!("network: {line}");
     let c = network::run(plan, &target, &mut say, &mut tried).map_err(|e| {
         let mut failure = Failure::new(Stage::Network, error_chain(&e));
-        failure.tried = tried;
+        failure.tried = tried.into_iter().map(Tried::text).collect();
         failure
     })?;
     // Resolve the providers' host names now, through the DNS servers just
@@ -708,6 +994,9 @@ fn ready(plan: &BootPlan, image: &ImageInfo, loaded: &[modules::Loaded], net: Op
         json!({
             "kernel": release,
             "arch": machine,
+            // 16384 on an M-series kernel: the scenarios check that the init
+            // runs on a kernel with other than 4K pages.
+            "page_size": sys::page_size(),
             "image": { "spec": image.spec, "build_time": image.build_time, "shell": image.shell },
             "modules": loaded.len(),
             "network": net,
@@ -724,6 +1013,8 @@ pub struct NextKernel {
     /// arm64 only; without one the running kernel's DTB is edited.
     pub dtb: Option<OwnedFd>,
     pub cmdline: String,
+    /// The image's `[kexec] method`.
+    pub method: KexecMethod,
 }
 
 /// The kexec hand-off stage: loads the next kernel, emits the `handoff`
@@ -732,27 +1023,58 @@ pub struct NextKernel {
 /// with nothing kexec'd.
 pub fn kexec_handoff(plan: &BootPlan, next: NextKernel) -> ! {
     finish_storage_drivers();
+    let next_cmdline = next.cmdline.clone();
     let loaded = run_stage(Stage::Handoff, Some(plan), || {
-        let loaded = kexec::load(next.kernel, next.initrd, next.dtb, &next.cmdline)
-            .map_err(|e| Failure::new(Stage::Handoff, error_chain(&e)))?;
+        let loaded = kexec::load(
+            next.kernel,
+            next.initrd,
+            next.dtb,
+            &next.cmdline,
+            next.method,
+        )
+        .map_err(|e| kexec_failure(&e))?;
         let summary = loaded.summary();
         let fields = json!({ "kexec": &loaded });
         Ok(done(loaded, summary, fields))
     });
+    let armed = watchdog::arm_for_handoff(watchdog::expected_by(&next_cmdline));
     info!("handoff: starting the next kernel");
     event::emit(
         "kexec",
-        json!({ "syscall": "reboot(LINUX_REBOOT_CMD_KEXEC)" }),
+        json!({ "syscall": "reboot(LINUX_REBOOT_CMD_KEXEC)", "watchdog": armed }),
     );
     let error = kexec::execute(loaded);
-    policy::fail(Failure::new(Stage::Handoff, error_chain(&error)))
+    policy::fail(kexec_failure(&error))
+}
+
+/// A failed kexec as the policy reports it: the error's kind and values,
+/// and each syscall tried, with why it was tried.
+fn kexec_failure(e: &kexec::KexecError) -> Failure {
+    let mut failure = Failure::new(Stage::Handoff, error_chain(e)).because(e.kind(), e.detail());
+    failure.tried = e
+        .attempts()
+        .iter()
+        .map(|a| Tried {
+            at: None,
+            what: Some(a.syscall.name().to_owned()),
+            outcome: if a.kind == "kexec_refused" {
+                "refused"
+            } else {
+                "error"
+            },
+            kind: a.kind.to_owned(),
+            detail: json!({ "why": a.why, "errno": a.errno }),
+            error: a.error.clone(),
+        })
+        .collect();
+    failure
 }
 
 /// Test hook (`phase.test.kexec=DIR`): stands in for the fetch stage with
 /// files packed into the image. They go into sealed memfds the way fetched
 /// artifacts do, and the hand-off is the real one.
 #[cfg(feature = "test-hooks")]
-fn test_kexec(plan: &BootPlan, dir: &str) -> ! {
+fn test_kexec(plan: &BootPlan, image: &ImageInfo, dir: &str) -> ! {
     use crate::sealed::Unsealed;
     let next = run_stage(Stage::Fetch, Some(plan), || {
         let fail =
@@ -792,8 +1114,17 @@ fn test_kexec(plan: &BootPlan, dir: &str) -> ! {
         let cmdline = std::fs::read_to_string(dir.join("cmdline"))
             .map_err(|e| fail(format!("{}/cmdline: {e}", dir.display())))?;
         let cmdline = cmdline.trim_end_matches('\n').to_owned();
+        // DIR/method (file, load or auto) stands in for the image's
+        // [kexec] method, so one test image can exercise each path.
+        let method = match std::fs::read_to_string(dir.join("method")) {
+            Ok(text) => serde_json::from_value(json!(text.trim()))
+                .map_err(|e| fail(format!("{}/method: {e}", dir.display())))?,
+            Err(_) => image.kexec_method.unwrap_or(KexecMethod::DEFAULT),
+        };
         let fields = json!({
             "test_hook": dir,
+            "kernel_text": kernel_text(),
+            "method": method,
             "kernel": kernel_len,
             "initrd": initrd.as_ref().map(|(_, len)| len),
             "dtb": dtb.as_ref().map(|(_, len)| len),
@@ -807,6 +1138,7 @@ fn test_kexec(plan: &BootPlan, dir: &str) -> ! {
             initrd: initrd.map(|(fd, _)| fd),
             dtb: dtb.map(|(fd, _)| fd),
             cmdline,
+            method,
         };
         Ok(done(next, summary, fields))
     });
@@ -826,6 +1158,26 @@ fn bench_dhcp(net: Option<&Configured>, rounds: u32) -> ! {
     }
 }
 
+/// Where the running kernel's text starts (`_stext` in /proc/kallsyms, which
+/// both arches list; arm64 lists no `_text`), which
+/// KASLR moves by a seed-derived offset at every boot. Report mode and the
+/// test hook name it, so a test can tell that two boots were randomised
+/// differently. Symbols are sorted by address and `_stext` comes within the
+/// first lines, so little is read.
+fn kernel_text() -> Option<String> {
+    use std::io::BufRead;
+    let file = std::fs::File::open("/proc/kallsyms").ok()?;
+    std::io::BufReader::new(file)
+        .lines()
+        .take(10_000)
+        .map_while(Result::ok)
+        .find_map(|l| {
+            let mut fields = l.split_whitespace();
+            let (address, _kind, name) = (fields.next()?, fields.next()?, fields.next()?);
+            (name == "_stext").then(|| address.to_owned())
+        })
+}
+
 /// Report mode: say what booted and power off. The second stage of a netboot
 /// test uses this to prove which kernel and command line it came up with.
 fn report() -> ! {
@@ -834,7 +1186,118 @@ fn report() -> ! {
     info!("report: booted with: {line}");
     event::emit(
         "report",
-        json!({ "cmdline": line, "uptime_ms": sys::clock_gettime_boottime().as_millis() as u64 }),
+        json!({
+            "cmdline": line,
+            "uptime_ms": sys::clock_gettime_boottime().as_millis() as u64,
+            "kernel_text": kernel_text(),
+            "watchdog": watchdog::status(),
+            "efi": efi_report(),
+        }),
     );
     policy::finish(RebootCommand::PowerOff, "power off")
+}
+
+/// What report mode says of EFI: `null` without an EFI boot, else whether
+/// the kernel knows the runtime services table and how many variables
+/// efivarfs lists, proof that GetNextVariableName works (`null` if it
+/// could not be mounted). A kernel that lost its runtime services — a
+/// kexec without the EFI setup_data, say — lists none.
+fn efi_report() -> Value {
+    const EFI: &str = "/sys/firmware/efi";
+    const EFIVARS: &std::ffi::CStr = c"/sys/firmware/efi/efivars";
+    if !std::path::Path::new(EFI).exists() {
+        return Value::Null;
+    }
+    let mount = || {
+        sys::mount(
+            c"efivarfs",
+            EFIVARS,
+            c"efivarfs",
+            sys::MountFlags::NOSUID | sys::MountFlags::NODEV | sys::MountFlags::NOEXEC,
+            None,
+        )
+    };
+    let mounted = |r: std::io::Result<()>| match r {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
+        Err(e) => Err(e),
+    };
+    let mut result = mounted(mount());
+    if result
+        .as_ref()
+        .is_err_and(|e| e.raw_os_error() == Some(libc::ENODEV))
+    {
+        // A modular efivarfs (Debian's) loads by its fs- alias, as the
+        // kernel's own request_module would.
+        if let Ok(index) = modules::read_index() {
+            let wanted: Vec<(String, String)> = index
+                .modules_for_alias("fs-efivarfs")
+                .first()
+                .map(|m| ((*m).to_owned(), "report".to_owned()))
+                .into_iter()
+                .collect();
+            if modules::load(&index, &wanted, &[], &mut |_| {}).is_ok() {
+                result = mounted(mount());
+            }
+        }
+    }
+    let listed = result.ok().and_then(|()| {
+        std::fs::read_dir("/sys/firmware/efi/efivars")
+            .ok()
+            .map(|dir| dir.filter_map(Result::ok).count())
+    });
+    json!({
+        "runtime": std::path::Path::new("/sys/firmware/efi/runtime").exists(),
+        "efivars": listed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{ProviderUrl, RootSpec};
+
+    #[test]
+    fn storage_drivers_load_only_for_boots_that_use_a_disk() {
+        let disks = ["ahci".to_owned(), "virtio_blk".to_owned()];
+        let provider = ProviderUrl::parse("http://10.0.2.2:8080").unwrap();
+        let netboot = BootPlan {
+            providers: vec![provider.clone()],
+            ..BootPlan::default()
+        };
+        let local_root = BootPlan {
+            root: Some(RootSpec::Label("root".into())),
+            ..BootPlan::default()
+        };
+        let netboot_over_a_local_root = BootPlan {
+            providers: vec![provider],
+            root: Some(RootSpec::Label("root".into())),
+            ..BootPlan::default()
+        };
+        let cases = [
+            (&netboot, &disks[..], StorageChoice::Keep),
+            (&netboot, &[][..], StorageChoice::Nothing),
+            (&local_root, &disks[..], StorageChoice::Background),
+            (
+                &netboot_over_a_local_root,
+                &disks[..],
+                StorageChoice::Background,
+            ),
+            // Nothing to boot from the network: whatever happens next (a
+            // shell, a report) may want the disks.
+            (&BootPlan::default(), &disks[..], StorageChoice::Background),
+        ];
+        // A netboot whose floor lives on a state partition needs the disks.
+        assert_eq!(
+            storage_choice(&netboot, &disks, true),
+            StorageChoice::Background
+        );
+        for (plan, deferred, want) in cases {
+            assert_eq!(
+                storage_choice(plan, deferred, false),
+                want,
+                "{plan:?} {deferred:?}"
+            );
+        }
+    }
 }

@@ -27,17 +27,21 @@ pub enum Stage {
     Plan,
     Modules,
     Network,
+    /// Finding providers on the LAN (`phase.mode=local`, and after the
+    /// named ones fail in `internet` mode).
+    Discover,
     Fetch,
     Verify,
     Handoff,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 7] = [
+    pub const ALL: [Stage; 8] = [
         Stage::Early,
         Stage::Plan,
         Stage::Modules,
         Stage::Network,
+        Stage::Discover,
         Stage::Fetch,
         Stage::Verify,
         Stage::Handoff,
@@ -49,6 +53,7 @@ impl Stage {
             Stage::Plan => "plan",
             Stage::Modules => "modules",
             Stage::Network => "network",
+            Stage::Discover => "discover",
             Stage::Fetch => "fetch",
             Stage::Verify => "verify",
             Stage::Handoff => "handoff",
@@ -117,10 +122,13 @@ impl fmt::Display for FailPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// The providers named on the command line, reached over any route.
+    /// The providers named on the command line, reached over any route;
+    /// when every one of them has failed once, those discovered on the
+    /// LAN after them.
     #[default]
     Internet,
-    /// A provider discovered on the local network.
+    /// Providers discovered on the local network (DNS-SD over mDNS, the
+    /// DHCP boot URL), then any named ones.
     Local,
     /// Only the named providers; nothing is discovered.
     Private,
@@ -156,6 +164,9 @@ impl ProviderUrl {
         let authority = rest.split('/').next().unwrap_or_default();
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
             let (host, after) = v6.split_once(']').ok_or("unclosed [ in the host")?;
+            if !after.is_empty() && !after.starts_with(':') {
+                return Err(format!("{after:?} after the IPv6 address"));
+            }
             (host, after.strip_prefix(':'))
         } else {
             match authority.split_once(':') {
@@ -165,6 +176,30 @@ impl ProviderUrl {
         };
         if host.is_empty() {
             return Err("the URL has no host".into());
+        }
+        // What the HTTP client takes as a host: a name or IPv4 address of
+        // [A-Za-z0-9.-], or an IPv6 address in brackets. Anything else would
+        // pass here and be refused by the fetch stage, after the network.
+        let host_ok = if authority.starts_with('[') {
+            host.parse::<std::net::Ipv6Addr>().is_ok()
+        } else {
+            host.len() <= 253
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'))
+        };
+        if !host_ok {
+            return Err(format!("bad host {host:?}"));
+        }
+        let path = &rest[authority.len()..];
+        if let Some(bad) = path.bytes().find(|&b| !is_path_byte(b)) {
+            return Err(format!(
+                "the path has {:?}, which a URL must percent-encode",
+                char::from(bad)
+            ));
+        }
+        if !percent_escapes_ok(path) {
+            return Err("the path has a % not followed by two hex digits".into());
         }
         let port = match port {
             None => {
@@ -186,6 +221,41 @@ impl ProviderUrl {
             port,
         })
     }
+}
+
+/// RFC 3986 `pchar` and `/`, less the `?`, `#` and `@` refused before.
+fn is_path_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'/' | b'-'
+                | b'.'
+                | b'_'
+                | b'~'
+                | b'%'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+        )
+}
+
+/// Every `%` starts an escape of two hex digits.
+fn percent_escapes_ok(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || (bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    })
 }
 
 /// A static IPv4 configuration (`ip=<client>::<gw>:<mask>:<host>:<iface>:none`).
@@ -262,10 +332,33 @@ pub enum RootSpec {
     PartLabel(String),
     /// A device path such as `/dev/vda2`.
     Device(String),
+    /// dracut's `live:<device>` (`live:CDLABEL=…`, `live:LABEL=…`,
+    /// `live:UUID=…`, `live:/dev/sr0`): a medium whose file system holds the
+    /// root image (`rd.live.dir`/`rd.live.squashimg`), which is mounted
+    /// read-only under an overlay.
+    Live(Box<RootSpec>),
 }
 
 impl RootSpec {
     fn parse(value: &str) -> Result<Self, String> {
+        if let Some(medium) = value.strip_prefix("live:") {
+            // dracut's CDLABEL= is the ISO 9660 volume id, which the probes
+            // report as the label.
+            let medium = match medium.strip_prefix("CDLABEL=") {
+                Some(label) => format!("LABEL={label}"),
+                None => medium.to_owned(),
+            };
+            return match RootSpec::parse(&medium)? {
+                m @ (RootSpec::Label(_)
+                | RootSpec::Uuid(_)
+                | RootSpec::PartUuid(_)
+                | RootSpec::PartLabel(_)
+                | RootSpec::Device(_)) => Ok(RootSpec::Live(Box::new(m))),
+                _ => Err(
+                    "live: takes CDLABEL=, LABEL=, UUID=, PARTUUID=, PARTLABEL= or /dev/…".into(),
+                ),
+            };
+        }
         let nonempty = |kind: &str, v: &str| {
             if v.is_empty() {
                 Err(format!("{kind} needs a value"))
@@ -282,6 +375,18 @@ impl RootSpec {
             }
             if ds.is_empty() || ds.starts_with('/') || ds.ends_with('/') || ds.contains("//") {
                 return Err("expected zfs:<pool>/<dataset> or zfs:AUTO".into());
+            }
+            // ZFS's own name rules (zfs_namecheck.c): at most 255 bytes of
+            // letters, digits, '_', '-', '.', ':' and '/'.
+            if ds.len() > 255
+                || !ds.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'/')
+                })
+            {
+                return Err(
+                    "a ZFS dataset name is at most 255 letters, digits, '_', '-', '.', ':' and '/'"
+                        .into(),
+                );
             }
             return Ok(RootSpec::Zfs(ds.to_owned()));
         }
@@ -313,11 +418,20 @@ pub struct BootPlan {
     pub channel: String,
     /// `phase.mode=`.
     pub mode: Mode,
+    /// `phase.discover.timeout=SECONDS`: how long one round of discovery
+    /// listens for providers on the LAN.
+    #[serde(serialize_with = "as_secs")]
+    pub discover_timeout: Duration,
     /// `phase.onfail=`.
     pub onfail: FailPolicy,
     /// `phase.timeout=SECONDS`: budget for the whole boot.
     #[serde(serialize_with = "as_secs")]
     pub timeout: Duration,
+    /// `phase.watchdog=SECONDS`: how long the hardware watchdog waits for a
+    /// sign of progress; `None` (the default) is `phase.timeout` plus a
+    /// margin, 0 leaves the device alone.
+    #[serde(serialize_with = "as_opt_secs")]
+    pub watchdog: Option<Duration>,
     /// `ip=`.
     pub ip: IpConfig,
     /// `rd.neednet=1`: bring the network up even without a provider.
@@ -328,14 +442,24 @@ pub struct BootPlan {
     pub shell: bool,
     /// `rd.break[=stage]`: stop before a stage with a shell.
     pub break_before: Option<Stage>,
-    /// `rd.overlay`: mount the root read-only under a tmpfs overlay.
-    pub overlay: bool,
+    /// `rd.overlay[=tmpfs:size=N]`: mount the root read-only under a tmpfs
+    /// overlay (of tmpfs's default size, half of RAM, or N).
+    pub overlay: Option<Overlay>,
+    /// `rd.live.dir=` and `rd.live.squashimg=`: where a live medium
+    /// (`root=live:…`) keeps its root image.
+    pub live_image: String,
+    /// What follows `--` on the command line: arguments for the init that
+    /// is switched to.
+    pub init_args: Vec<String>,
     /// `root=`.
     pub root: Option<RootSpec>,
     /// `rootfstype=`.
     pub rootfstype: Option<String>,
     /// `rootflags=`.
     pub rootflags: Option<String>,
+    /// The kernel's `rw` (and `ro`, the default): whether `root=` is
+    /// mounted read-write. The last of the two wins, as in the kernel.
+    pub read_write: bool,
     /// `init=`: the program to execute in the new root.
     pub init: Option<String>,
     /// `rd.retry=SECONDS`: how long a failing network or fetch step is retried.
@@ -355,9 +479,12 @@ pub struct BootPlan {
     pub report: bool,
     /// The kernel's `quiet`.
     pub quiet: bool,
-    /// `phase.test.panic=STAGE` (test builds only): panic at the start of a stage.
+    /// `phase.test.panic=[thread:]STAGE` (test builds only): panic at the
+    /// start of a stage, on the main thread or on a helper thread.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_panic: Option<Stage>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub test_panic_thread: bool,
     /// `phase.test.kexec=DIR` (test builds only): hand off to `DIR/kernel`
     /// (+ `DIR/initrd`, `DIR/dtb`) with the command line in `DIR/cmdline`,
     /// files packed into the image, instead of fetching.
@@ -374,14 +501,23 @@ fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
     s.serialize_u64(d.as_secs())
 }
 
+fn as_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_u64(d.as_secs()),
+        None => s.serialize_none(),
+    }
+}
+
 impl Default for BootPlan {
     fn default() -> Self {
         BootPlan {
             providers: Vec::new(),
             channel: "stable".into(),
             mode: Mode::Internet,
+            discover_timeout: DEFAULT_DISCOVER_TIMEOUT,
             onfail: FailPolicy::default(),
             timeout: Duration::from_secs(300),
+            watchdog: None,
             ip: IpConfig::Dhcp {
                 interface: None,
                 mtu: None,
@@ -391,10 +527,13 @@ impl Default for BootPlan {
             net_timeout: NetTimeouts::default(),
             shell: false,
             break_before: None,
-            overlay: false,
+            overlay: None,
+            live_image: DEFAULT_LIVE_IMAGE.into(),
+            init_args: Vec::new(),
             root: None,
             rootfstype: None,
             rootflags: None,
+            read_write: false,
             init: None,
             retry: Duration::from_secs(180),
             device_timeout: Duration::ZERO,
@@ -404,6 +543,7 @@ impl Default for BootPlan {
             report: false,
             quiet: false,
             test_panic: None,
+            test_panic_thread: false,
             test_kexec: None,
             test_bench_dhcp: None,
         }
@@ -444,8 +584,10 @@ const PHASE_KEYS: &[&str] = &[
     "phase.provider",
     "phase.channel",
     "phase.mode",
+    "phase.discover.timeout",
     "phase.onfail",
     "phase.timeout",
+    "phase.watchdog",
     "phase.report",
     "phase.test.panic",
     "phase.test.kexec",
@@ -456,6 +598,8 @@ const RD_KEYS: &[&str] = &[
     "rd.shell",
     "rd.break",
     "rd.overlay",
+    "rd.live.dir",
+    "rd.live.squashimg",
     "rd.retry",
     "rd.net.timeout.iflink",
     "rd.net.timeout.carrier",
@@ -465,11 +609,79 @@ const RD_KEYS: &[&str] = &[
     "rd.driver.blacklist",
 ];
 
+/// The default `phase.discover.timeout`: three mDNS queries (RFC 6762
+/// §5.2 sends them 1 s and 2 s apart), so a lost packet or a responder
+/// that is slow to answer still counts, while a LAN without providers
+/// costs the boot little. A round ends sooner once one answered.
+pub const DEFAULT_DISCOVER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where dracut's live media keep the root image (`rd.live.dir` /
+/// `rd.live.squashimg`), relative to the medium's root.
+pub const DEFAULT_LIVE_IMAGE: &str = "LiveOS/squashfs.img";
+
+/// The overlay asked for with `rd.overlay`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Overlay {
+    /// tmpfs `size=` of the upper (`512m`, `25%`), or tmpfs's default.
+    pub size: Option<String>,
+}
+
+/// `rd.overlay`, `rd.overlay=1|0`, or `rd.overlay=tmpfs:size=N`.
+fn parse_overlay(value: Option<&str>) -> Result<Option<Overlay>, String> {
+    if let Some(size) = value.and_then(|v| v.strip_prefix("tmpfs:size=")) {
+        let digits = size.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G', '%']);
+        if digits.is_empty()
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+            || size.len() - digits.len() > 1
+        {
+            return Err("expected tmpfs:size=N with N a number, optionally k, m, g or %".into());
+        }
+        return Ok(Some(Overlay {
+            size: Some(size.to_owned()),
+        }));
+    }
+    Ok(boolean(value)?.then_some(Overlay { size: None }))
+}
+
+/// A relative path on a live medium: segments of letters, digits, `.`, `_`
+/// and `-`, no `..`.
+fn image_path(value: Option<&str>) -> Result<String, String> {
+    let v = required(value)?.trim_matches('/');
+    let ok = !v.is_empty()
+        && v.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        });
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err("expected a relative path of letters, digits, '.', '_' and '-'".into())
+    }
+}
+
 /// Builds the plan from parameters in order; a later parameter overrides an
 /// earlier one, as with the kernel's own parameters. Pass the image defaults
-/// first and the real command line after them.
+/// first and the real command line after them. Everything after a bare
+/// `--` is for the init that is switched to, as the kernel passes it.
 pub fn parse(params: &[Param], test_hooks: bool) -> Parsed {
     let mut out = Parsed::default();
+    let split = params
+        .iter()
+        .position(|p| p.name == "--" && p.value.is_none());
+    let (params, init_args) = match split {
+        Some(i) => (&params[..i], &params[i + 1..]),
+        None => (params, &[][..]),
+    };
+    out.plan.init_args = init_args
+        .iter()
+        .map(|p| match &p.value {
+            Some(v) => format!("{}={v}", p.name),
+            None => p.name.clone(),
+        })
+        .collect();
     for param in params {
         if let Err(reason) = apply(&mut out, param, test_hooks) {
             out.errors.push(PlanError {
@@ -497,10 +709,13 @@ fn apply(out: &mut Parsed, param: &Param, test_hooks: bool) -> Result<(), String
         }
         "phase.channel" => {
             let value = required(value)?;
-            if !value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-                || value.starts_with('.')
-            {
-                return Err("a channel is letters, digits, '-', '_' and '.'".into());
+            // The rule every manifest's channel follows, so a channel the
+            // fetch stage could never match is refused here.
+            if phase_manifest::schema::check_name("channel", value).is_err() {
+                return Err(format!(
+                    "a channel is 1–64 letters, digits, '-', '_' and '.', not starting with '.' (this is {} bytes)",
+                    value.len()
+                ));
             }
             plan.channel = value.to_owned();
         }
@@ -512,11 +727,18 @@ fn apply(out: &mut Parsed, param: &Param, test_hooks: bool) -> Result<(), String
                 _ => return Err("expected internet, local or private".into()),
             }
         }
+        "phase.discover.timeout" => plan.discover_timeout = seconds(value, 1)?,
         "phase.onfail" => plan.onfail = parse_policy(required(value)?)?,
         "phase.timeout" => plan.timeout = seconds(value, 1)?,
+        "phase.watchdog" => plan.watchdog = Some(seconds(value, 0)?),
         "phase.report" => plan.report = boolean(value)?,
         "phase.test.panic" if test_hooks => {
             let value = required(value)?;
+            let (thread, value) = match value.strip_prefix("thread:") {
+                Some(stage) => (true, stage),
+                None => (false, value),
+            };
+            plan.test_panic_thread = thread;
             plan.test_panic = Some(
                 Stage::ALL
                     .into_iter()
@@ -548,10 +770,23 @@ fn apply(out: &mut Parsed, param: &Param, test_hooks: bool) -> Result<(), String
         "rd.break" => {
             plan.break_before = Some(match value {
                 None | Some("") => Stage::Handoff,
-                Some(v) => Stage::parse_break(v).ok_or("expected a stage name (early, plan, modules, network, fetch, verify, handoff) or a dracut hook")?,
+                Some(v) => Stage::parse_break(v).ok_or("expected a stage name (early, plan, modules, network, discover, fetch, verify, handoff) or a dracut hook")?,
             })
         }
-        "rd.overlay" => plan.overlay = boolean(value)?,
+        "rd.overlay" => plan.overlay = parse_overlay(value)?,
+        "rd.live.dir" => {
+            let dir = image_path(value)?;
+            let name = plan.live_image.rsplit('/').next().unwrap_or_default().to_owned();
+            plan.live_image = format!("{dir}/{name}");
+        }
+        "rd.live.squashimg" => {
+            let name = image_path(value)?;
+            if name.contains('/') {
+                return Err("a file name, not a path (rd.live.dir= names the directory)".into());
+            }
+            let dir = plan.live_image.rsplit_once('/').map_or("", |(d, _)| d).to_owned();
+            plan.live_image = if dir.is_empty() { name } else { format!("{dir}/{name}") };
+        }
         "rd.retry" => plan.retry = seconds(value, 0)?,
         "rd.net.timeout.iflink" => plan.net_timeout.iflink = seconds(value, 1)?,
         "rd.net.timeout.carrier" => plan.net_timeout.carrier = seconds(value, 1)?,
@@ -571,6 +806,8 @@ fn apply(out: &mut Parsed, param: &Param, test_hooks: bool) -> Result<(), String
         "rd.driver.pre" => plan.drivers.extend(module_list(value)?),
         "rd.driver.blacklist" | "module_blacklist" => plan.blacklist.extend(module_list(value)?),
         "quiet" => plan.quiet = true,
+        "rw" if value.is_none() => plan.read_write = true,
+        "ro" if value.is_none() => plan.read_write = false,
         _ if name.starts_with("phase.") => out.warnings.push(Warning(format!(
             "unknown key {name} (ignored){}",
             hint(name, PHASE_KEYS)
@@ -674,11 +911,17 @@ fn parse_policy(value: &str) -> Result<FailPolicy, String> {
     Ok(policy)
 }
 
+/// The longest module name the kernel has (`MODULE_NAME_LEN` - 1 on 64-bit).
+const MAX_MODULE_NAME: usize = 55;
+
 fn module_list(value: Option<&str>) -> Result<Vec<String>, String> {
     let v = required(value)?;
     v.split(',')
         .map(|m| {
+            // MODULE_NAME_LEN is 64 - sizeof(unsigned long), NUL included:
+            // no module has a longer name.
             if !m.is_empty()
+                && m.len() <= MAX_MODULE_NAME
                 && m.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
             {
@@ -786,7 +1029,10 @@ fn parse_ip(value: &str) -> Result<IpConfig, String> {
     }
     let gateway = optional_ip(fields[2], "gateway")?;
     let prefix_len = parse_netmask(fields[3])?;
-    let hostname = Some(fields[4]).filter(|h| !h.is_empty()).map(str::to_owned);
+    let hostname = Some(fields[4])
+        .filter(|h| !h.is_empty())
+        .map(host_name)
+        .transpose()?;
     let mut dns = Vec::new();
     let mut mtu = None;
     for extra in fields.iter().skip(7).filter(|f| !f.is_empty()) {
@@ -845,11 +1091,35 @@ fn parse_mtu(text: &str) -> Result<u16, String> {
 }
 
 fn interface_name(text: &str) -> Result<String, String> {
-    // IFNAMSIZ is 16 including the NUL.
-    if text.is_empty() || text.len() > 15 || text.contains(['/', ' ']) {
+    // The kernel's dev_valid_name(): IFNAMSIZ is 16 including the NUL; not
+    // "." or ".."; no '/', ':' or space (the tokenizer already split on
+    // spaces).
+    if text.is_empty()
+        || text.len() > 15
+        || text == "."
+        || text == ".."
+        || text.contains(['/', ':', ' '])
+    {
         return Err(format!("bad interface name {text:?}"));
     }
     Ok(text.to_owned())
+}
+
+/// The host name of a static `ip=`: what sethostname(2) takes (at most
+/// HOST_NAME_MAX, 64 bytes), in the host-name characters DHCP's names are
+/// held to as well.
+fn host_name(text: &str) -> Result<String, String> {
+    let ok = text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "bad host name {text:?} (at most 64 letters, digits, '-', '_' and '.')"
+        ))
+    }
 }
 
 /// " (did you mean X?)" for a key within edit distance 2 of a known one.
@@ -894,10 +1164,51 @@ mod tests {
     }
 
     #[test]
+    fn root_hand_off_keys() {
+        let p =
+            ok("root=live:CDLABEL=PHASE_LIVE rd.live.dir=boot/live rd.live.squashimg=root.sqfs");
+        assert_eq!(
+            p.root,
+            Some(RootSpec::Live(Box::new(RootSpec::Label(
+                "PHASE_LIVE".into()
+            ))))
+        );
+        assert_eq!(p.live_image, "boot/live/root.sqfs");
+        assert_eq!(ok("root=live:/dev/sr0").live_image, DEFAULT_LIVE_IMAGE);
+        assert_eq!(ok("rd.overlay").overlay, Some(Overlay { size: None }));
+        assert_eq!(ok("rd.overlay=0").overlay, None);
+        assert_eq!(
+            ok("rd.overlay=tmpfs:size=512m").overlay,
+            Some(Overlay {
+                size: Some("512m".into())
+            })
+        );
+        for bad in [
+            "rd.overlay=tmpfs:size=",
+            "rd.overlay=tmpfs:size=12mb",
+            "rd.overlay=tmpfs:size=1,nr_inodes=9",
+            "rd.live.squashimg=a/b",
+            "rd.live.dir=../etc",
+            "root=live:zfs:tank/root",
+            "root=live:",
+        ] {
+            assert_eq!(plan(bad).errors.len(), 1, "{bad}");
+        }
+        // After `--`: the next init's arguments, never plan keys.
+        let p = ok("root=/dev/vda1 -- single phase.mode=local systemd.unit=rescue.target");
+        assert_eq!(
+            p.init_args,
+            ["single", "phase.mode=local", "systemd.unit=rescue.target"]
+        );
+        assert_eq!(p.mode, Mode::Internet);
+    }
+
+    #[test]
     fn defaults() {
         let p = ok("console=ttyS0 quiet");
         assert_eq!(p.channel, "stable");
         assert_eq!(p.mode, Mode::Internet);
+        assert_eq!(p.discover_timeout, Duration::from_secs(5));
         assert_eq!(p.onfail, FailPolicy::Reboot { delay_s: 10 });
         assert_eq!(p.timeout, Duration::from_secs(300));
         assert!(p.quiet);
@@ -914,8 +1225,8 @@ mod tests {
     fn every_key_parses() {
         let p = ok(
             "phase.provider=http://10.0.2.2:8080/,https://[fd00::1]/boot phase.channel=beta-2 \
-            phase.mode=private phase.onfail=poweroff phase.timeout=90 phase.report ip=eth0:dhcp:1400 \
-            rd.neednet=1 rd.shell rd.break=fetch rd.overlay root=zfs:tank/root rootfstype=zfs \
+            phase.mode=private phase.discover.timeout=2 phase.onfail=poweroff phase.timeout=90 phase.watchdog=45 \
+            phase.report ip=eth0:dhcp:1400 rd.neednet=1 rd.shell rd.break=fetch rd.overlay root=zfs:tank/root rootfstype=zfs \
             rootflags=ro,noatime init=/sbin/init rd.retry=30 rd.timeout=0 BOOTIF=01-52-54-00-12-34-56 \
             rd.driver.pre=virtio-net,e1000e rd.driver.blacklist=nouveau module_blacklist=radeon",
         );
@@ -928,9 +1239,11 @@ mod tests {
         );
         assert_eq!(p.channel, "beta-2");
         assert_eq!(p.mode, Mode::Private);
+        assert_eq!(p.discover_timeout, Duration::from_secs(2));
         assert_eq!(p.onfail, FailPolicy::Poweroff);
         assert_eq!(p.timeout, Duration::from_secs(90));
-        assert!(p.report && p.need_net && p.shell && p.overlay);
+        assert_eq!(p.watchdog, Some(Duration::from_secs(45)));
+        assert!(p.report && p.need_net && p.shell && p.overlay.is_some());
         assert_eq!(
             p.ip,
             IpConfig::Dhcp {
@@ -1081,6 +1394,10 @@ mod tests {
             ),
             ("phase.timeout", "phase.timeout=: a value is required"),
             (
+                "phase.discover.timeout=0",
+                "phase.discover.timeout=0: expected a whole number of seconds from 1 to 86400",
+            ),
+            (
                 "phase.onfail=explode",
                 "phase.onfail=explode: expected reboot[:SECONDS], halt, poweroff or shell",
             ),
@@ -1114,7 +1431,7 @@ mod tests {
             ),
             (
                 "phase.channel=../etc",
-                "phase.channel=../etc: a channel is letters, digits, '-', '_' and '.'",
+                "phase.channel=../etc: a channel is 1–64 letters, digits, '-', '_' and '.', not starting with '.' (this is 6 bytes)",
             ),
             (
                 "phase.report=maybe",
@@ -1171,7 +1488,7 @@ mod tests {
             ),
             (
                 "rd.break=later",
-                "rd.break=later: expected a stage name (early, plan, modules, network, fetch, verify, handoff) or a dracut hook",
+                "rd.break=later: expected a stage name (early, plan, modules, network, discover, fetch, verify, handoff) or a dracut hook",
             ),
             (
                 "rd.driver.pre=a,,b",
@@ -1191,6 +1508,228 @@ mod tests {
             let got: Vec<String> = parsed.errors.iter().map(ToString::to_string).collect();
             assert_eq!(got, [*want], "{line}");
         }
+    }
+
+    #[test]
+    fn values_a_later_stage_would_refuse_are_refused_here_with_the_key() {
+        let long = |n: usize| "c".repeat(n);
+        let table: Vec<(String, String)> = vec![
+            // The manifest's channel rule (1–64 bytes): a 4096-byte channel
+            // could never match a manifest.
+            (
+                format!("phase.channel={}", long(65)),
+                "phase.channel=".to_owned()
+                    + &long(65)
+                    + ": a channel is 1–64 letters, digits, '-', '_' and '.', not starting with '.' (this is 65 bytes)",
+            ),
+            (
+                format!("phase.channel={}", long(4096)),
+                "(this is 4096 bytes)".into(),
+            ),
+            (
+                "phase.channel=.hidden".into(),
+                "not starting with '.'".into(),
+            ),
+            (
+                "phase.channel=a/b".into(),
+                "phase.channel=a/b: a channel is".into(),
+            ),
+            // What the HTTP client refuses in a URL.
+            (
+                "phase.provider=http://a\"b/".into(),
+                "phase.provider=http://a\"b/: bad host \"a\\\"b\"".into(),
+            ),
+            (
+                "phase.provider=http://h_1/".into(),
+                "bad host \"h_1\"".into(),
+            ),
+            (
+                "phase.provider=http://[fd00::zz]/".into(),
+                "bad host \"fd00::zz\"".into(),
+            ),
+            (
+                "phase.provider=http://h/a{b}".into(),
+                "the path has '{', which a URL must percent-encode".into(),
+            ),
+            (
+                "phase.provider=http://h/a%zz".into(),
+                "the path has a % not followed by two hex digits".into(),
+            ),
+            (
+                "phase.provider=http://h/\u{e9}".into(),
+                "which a URL must percent-encode".into(),
+            ),
+            // sethostname(2) takes at most 64 bytes.
+            (
+                format!("ip=10.0.0.5::10.0.0.1:24:{}:eth0:none", long(65)),
+                "bad host name".into(),
+            ),
+            (
+                "ip=10.0.0.5::10.0.0.1:24:a;b:eth0:none".into(),
+                "bad host name \"a;b\"".into(),
+            ),
+            // dev_valid_name().
+            (
+                "ip=..:dhcp".into(),
+                "ip=..:dhcp: bad interface name \"..\"".into(),
+            ),
+            (format!("ip={}:dhcp", long(16)), "bad interface name".into()),
+            // MODULE_NAME_LEN.
+            (
+                format!("rd.driver.pre={}", long(56)),
+                "bad module name".into(),
+            ),
+            (
+                format!("rd.driver.blacklist=a,{}", long(56)),
+                "bad module name".into(),
+            ),
+            // ZFS names.
+            (
+                format!("root=zfs:pool/{}", long(251)),
+                "a ZFS dataset name is at most 255".into(),
+            ),
+            (
+                "root=zfs:pool/a@snap".into(),
+                "a ZFS dataset name is at most 255".into(),
+            ),
+        ];
+        for (line, want) in &table {
+            let parsed = plan(line);
+            let got: Vec<String> = parsed.errors.iter().map(ToString::to_string).collect();
+            assert_eq!(got.len(), 1, "{line}: {got:?}");
+            assert!(
+                got[0].contains(want.as_str()),
+                "{line}: {got:?} lacks {want:?}"
+            );
+            let key = line.split('=').next().unwrap();
+            assert_eq!(parsed.errors[0].key, key, "{line}");
+        }
+        // At the limits, accepted.
+        let p = ok(&format!(
+            "phase.channel={} ip=10.0.0.5::10.0.0.1:24:{}:{}:none rd.driver.pre={} root=zfs:pool/{}",
+            long(64),
+            long(64),
+            long(15),
+            long(55),
+            long(250)
+        ));
+        assert_eq!(p.channel.len(), 64);
+        assert_eq!(p.drivers[0].len(), 55);
+    }
+
+    /// xorshift, seeded: the same inputs every run.
+    fn rng(seed: u64) -> impl FnMut(usize) -> usize {
+        let mut x = seed;
+        move |n| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        }
+    }
+
+    #[test]
+    fn every_channel_the_plan_takes_is_one_a_manifest_can_name() {
+        const PIECES: &[&str] = &[
+            "a",
+            "Z",
+            "9",
+            "-",
+            "_",
+            ".",
+            "/",
+            "..",
+            " ",
+            "\u{e9}",
+            "%",
+            "cccccccccccccccc",
+        ];
+        let mut next = rng(0x00c4_a77e_1000_0001);
+        for case in 0..20_000 {
+            let channel: String = (0..next(10)).map(|_| PIECES[next(PIECES.len())]).collect();
+            if channel.is_empty() || channel.contains(char::is_whitespace) || channel.contains('"')
+            {
+                continue;
+            }
+            let parsed = plan(&format!("phase.channel={channel}"));
+            let manifest_ok = phase_manifest::schema::check_name("channel", &channel).is_ok();
+            assert_eq!(
+                parsed.errors.is_empty(),
+                manifest_ok,
+                "case {case}: {channel:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_provider_the_plan_takes_is_a_url_the_http_client_takes() {
+        const PIECES: &[&str] = &[
+            "http://",
+            "https://",
+            "h",
+            "10.0.2.2",
+            "[fd00::1]",
+            "[zz]",
+            "[",
+            "]",
+            ":",
+            "8080",
+            "0",
+            "/",
+            "a",
+            "%",
+            "%2f",
+            "%z",
+            "\"",
+            "<",
+            ">",
+            "{",
+            "|",
+            "\\",
+            "^",
+            "`",
+            "\u{e9}",
+            "~",
+            ".",
+            "-",
+            "_",
+            "!",
+            "$",
+            "&",
+            "'",
+            "(",
+            "*",
+            "+",
+            ";",
+            "=",
+            ",",
+            "@",
+            "?",
+            "#",
+        ];
+        let mut next = rng(0x0000_0ed1_5c0b_e2ed);
+        let mut taken = 0;
+        for case in 0..50_000 {
+            let start = if next(4) == 0 { "" } else { PIECES[next(2)] };
+            let url: String = std::iter::once(start)
+                .chain((0..next(8)).map(|_| PIECES[next(PIECES.len())]))
+                .collect();
+            let Ok(provider) = ProviderUrl::parse(&url) else {
+                continue;
+            };
+            taken += 1;
+            let manifest = format!("{}/stable/x86_64/manifest.json", provider.url);
+            let uri: ureq::http::Uri = manifest
+                .parse()
+                .unwrap_or_else(|e| panic!("case {case}: {url:?} taken, but {manifest:?}: {e}"));
+            assert!(uri.host().is_some(), "case {case}: {url:?}");
+            assert_eq!(
+                uri.port_u16()
+                    .unwrap_or(if provider.https { 443 } else { 80 }),
+                provider.port
+            );
+        }
+        assert!(taken > 1000, "only {taken} URLs were taken");
     }
 
     #[test]

@@ -11,18 +11,28 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use phase_initramfs::layout;
-use serde_json::json;
+use serde::Serialize;
+use serde_json::{Value, json};
 
 use crate::plan::{FailPolicy, Stage};
 use crate::sys::{self, RebootCommand};
 use crate::{event, log, reaper};
 
 /// A failed boot: where, why, and what was tried first.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `error` is the line a person reads; `kind` and `detail` say the same as
+/// data (`"artifact_digest"` with the expected and actual digests), so the
+/// failure event can be checked field by field.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
     pub stage: Stage,
     pub error: String,
-    pub tried: Vec<String>,
+    /// A stable snake-case name of the reason (`"error"` when there is none
+    /// more specific).
+    pub kind: String,
+    /// The reason's values, as an object (`null` when there are none).
+    pub detail: Value,
+    pub tried: Vec<Tried>,
 }
 
 impl Failure {
@@ -30,7 +40,57 @@ impl Failure {
         Failure {
             stage,
             error: error.into(),
+            kind: "error".into(),
+            detail: Value::Null,
             tried: Vec::new(),
+        }
+    }
+
+    /// The same failure with its reason as data.
+    pub fn because(mut self, kind: impl Into<String>, detail: Value) -> Self {
+        self.kind = kind.into();
+        self.detail = detail;
+        self
+    }
+}
+
+/// One attempt before the failure, as a line and as data.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Tried {
+    /// Where it was tried: a mirror's URL, an interface.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    /// What was asked for there: `manifest`, `kernel`, `initrd`, ….
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub what: Option<String>,
+    /// `refused` (the bytes arrived and were judged: another try would see
+    /// the same), `transport` (they did not arrive), or `error`.
+    pub outcome: &'static str,
+    pub kind: String,
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub detail: Value,
+    /// The attempt as one line.
+    pub error: String,
+}
+
+impl Tried {
+    /// An attempt known only as a line of text.
+    pub fn text(line: impl Into<String>) -> Tried {
+        Tried {
+            at: None,
+            what: None,
+            outcome: "error",
+            kind: "error".into(),
+            detail: Value::Null,
+            error: line.into(),
+        }
+    }
+
+    /// The line for the console report.
+    pub fn line(&self) -> String {
+        match &self.at {
+            Some(at) => format!("{at}: {}", self.error),
+            None => self.error.clone(),
         }
     }
 }
@@ -49,9 +109,26 @@ static SETTINGS: Mutex<Settings> = Mutex::new(Settings {
 /// Set by the first thread to fail; later failures (a deadline firing while a
 /// stage also fails) wait instead of acting twice.
 static TAKEN: AtomicBool = AtomicBool::new(false);
+/// Set while a shell runs on the console: a signal then acts even though a
+/// failure is being handled, since that failure's policy is the shell
+/// itself and a person in it may well `kill -TERM 1` to reboot.
+static IN_SHELL: AtomicBool = AtomicBool::new(false);
 /// Run before any shell starts (see [`before_shell`]).
 static BEFORE_SHELL: OnceLock<fn()> = OnceLock::new();
 static STAGE: AtomicU8 = AtomicU8::new(0);
+/// Set once a hand-off is past the point of no return (the initramfs is
+/// being deleted): the boot deadline no longer acts.
+static DEADLINE_DISARMED: AtomicBool = AtomicBool::new(false);
+
+/// Tells the boot deadline not to act: the hand-off is under way and a
+/// failure of its own still takes the policy.
+pub fn disarm_deadline() {
+    DEADLINE_DISARMED.store(true, Ordering::SeqCst);
+}
+
+pub fn deadline_disarmed() -> bool {
+    DEADLINE_DISARMED.load(Ordering::SeqCst)
+}
 
 /// Records the policy from the plan and whether the image has a usable shell.
 pub fn configure(policy: FailPolicy, shell_available: bool) {
@@ -109,7 +186,7 @@ fn fail_inner(failure: Failure, emergency: bool) -> ! {
     say(emergency, &format!("stage:  {}", failure.stage));
     say(emergency, &format!("error:  {}", failure.error));
     for attempt in &failure.tried {
-        say(emergency, &format!("tried:  {attempt}"));
+        say(emergency, &format!("tried:  {}", attempt.line()));
     }
     say(
         emergency,
@@ -118,6 +195,8 @@ fn fail_inner(failure: Failure, emergency: bool) -> ! {
     let fields = json!({
         "stage": failure.stage,
         "error": failure.error,
+        "kind": failure.kind,
+        "detail": failure.detail,
         "tried": failure.tried,
         "policy": effective,
     });
@@ -158,7 +237,10 @@ fn act(policy: FailPolicy, emergency: bool) -> ! {
             countdown(delay_s, emergency);
             power(RebootCommand::Restart, "reboot")
         }
-        FailPolicy::Halt => power(RebootCommand::Halt, "halt"),
+        FailPolicy::Halt => {
+            crate::watchdog::disarm("halt: the policy is to stay stopped");
+            power(RebootCommand::Halt, "halt")
+        }
         FailPolicy::Poweroff => power(RebootCommand::PowerOff, "power off"),
         FailPolicy::Shell => {
             run_shell("the boot failed");
@@ -201,6 +283,7 @@ pub fn run_shell(reason: &str) -> bool {
     if let Some(hook) = BEFORE_SHELL.get() {
         hook();
     }
+    crate::watchdog::disarm("a shell: a person is at the console");
     log::line(
         log::Level::Warn,
         &format!(
@@ -226,7 +309,9 @@ pub fn run_shell(reason: &str) -> bool {
     sys::command_setsid_ctty(&mut cmd);
     match reaper::spawn(&mut cmd) {
         Ok(pid) => {
+            IN_SHELL.store(true, Ordering::SeqCst);
             reaper::wait(pid);
+            IN_SHELL.store(false, Ordering::SeqCst);
             true
         }
         Err(e) => {
@@ -298,7 +383,7 @@ pub fn on_signal(signal: i32) {
         log::Level::Warn,
         &format!("signal {signal} received: {what}"),
     );
-    if TAKEN.swap(true, Ordering::SeqCst) {
+    if TAKEN.swap(true, Ordering::SeqCst) && !IN_SHELL.load(Ordering::SeqCst) {
         return;
     }
     power(cmd, what)

@@ -17,7 +17,7 @@ use phase_init::plan::ProviderUrl;
 use phase_manifest::{Arch, Binding, Handoff, PublicKey, State, TrustStore};
 use phase_tools::publish::{Release, publish};
 use phase_tools::serve::{Server, ServerHandle};
-use phase_tools::testdata::noise;
+use phase_tools::testdata::{fake_initrd, fake_kernel};
 use sha2::{Digest, Sha256};
 
 const NOW: u64 = 1_800_000_000;
@@ -41,8 +41,8 @@ struct Tree {
 
 fn tree(version: u64, arch: Arch, expires_at: u64) -> Tree {
     let dir = tempfile::tempdir().unwrap();
-    let kernel = noise(300_001, 1);
-    let initrd = noise(70_003, 2);
+    let kernel = fake_kernel(arch, 300_001, 1);
+    let initrd = fake_initrd(70_003, 2);
     std::fs::write(dir.path().join("vmlinuz"), &kernel).unwrap();
     std::fs::write(dir.path().join("initrd"), &initrd).unwrap();
     let root = dir.path().join("tree");
@@ -51,6 +51,7 @@ fn tree(version: u64, arch: Arch, expires_at: u64) -> Tree {
         arch,
         board: None,
         version,
+        floor: None,
         issued_at: NOW - 10,
         expires_at,
         handoff: Handoff::Kexec,
@@ -123,6 +124,7 @@ fn fetch_x86(
     fetch::fetch_manifest(
         c,
         mirrors,
+        None,
         &binding(Arch::X86_64),
         &trust(floor),
         &state(),
@@ -214,9 +216,26 @@ fn row11_a_bad_mirror_cannot_block_a_good_one() {
     let c = client();
     let fetched = fetch_x86(&c, &mirrors, 0, 5).unwrap();
     assert_eq!(fetched.mirror, 3);
-    assert_eq!(fetched.tried.len(), 3, "{:?}", fetched.tried);
-    assert!(fetched.tried[1].contains("HTTP 404"), "{:?}", fetched.tried);
-    assert!(fetched.tried[2].contains("refused"), "{:?}", fetched.tried);
+    let tried = &fetched.tried;
+    assert_eq!(tried.len(), 3, "{tried:?}");
+    // Which mirror failed, and why, as data.
+    let seen: Vec<(&str, &str, &str)> = tried
+        .iter()
+        .map(|t| (t.at.as_deref().unwrap(), t.outcome, t.kind.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (mirrors[0].url.as_str(), "transport", "connection_refused"),
+            (mirrors[1].url.as_str(), "transport", "status"),
+            (mirrors[2].url.as_str(), "refused", "envelope_syntax"),
+        ]
+    );
+    assert_eq!(tried[1].detail["status"], 404);
+    // The dead mirror failed at its first request, the rotation index;
+    // the others answered that and failed at the manifest.
+    let what: Vec<&str> = tried.iter().filter_map(|t| t.what.as_deref()).collect();
+    assert_eq!(what, ["rotation", "manifest", "manifest"]);
 }
 
 #[test]
@@ -248,10 +267,14 @@ fn row2_a_tampered_artifact_is_refused_and_taken_from_the_next_mirror() {
         &mut |_| {},
     )
     .unwrap_err();
-    assert!(
-        err.error.contains("kernel") && err.error.contains("refused"),
-        "{err:?}"
-    );
+    // Refused for its digest, with both digests named: not a transport
+    // error that happens to mention them.
+    assert_eq!(err.kind, "artifact_digest", "{err:?}");
+    assert_eq!(err.detail["expected"], sha256(&good.kernel));
+    assert_eq!(err.detail["actual"], sha256(&bytes));
+    assert_eq!(err.tried.len(), 1);
+    assert_eq!(err.tried[0].outcome, "refused");
+    assert_eq!(err.tried[0].what.as_deref(), Some("kernel"));
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "a refusal was retried"
@@ -261,8 +284,71 @@ fn row2_a_tampered_artifact_is_refused_and_taken_from_the_next_mirror() {
     let (streamed, tried) =
         fetch::stream_artifacts(&c, &both, 0, &fetched.verified, &budget(30), &mut |_| {}).unwrap();
     assert_eq!(tried.len(), 1, "{tried:?}");
+    assert_eq!(
+        tried[0].at.as_deref(),
+        Some(bad.url().trim_end_matches('/'))
+    );
+    assert_eq!(tried[0].kind, "artifact_digest");
+    // The kernel came from the good mirror; the initrd, which the bad one
+    // serves intact, from the first mirror in the order, the bad one.
     assert!(streamed[0].from.starts_with(ok.url()));
+    assert!(streamed[1].from.starts_with(bad.url()));
     assert_eq!(streamed[0].sealed.read_all().unwrap(), good.kernel);
+}
+
+#[test]
+fn mirrors_found_later_are_tried_after_the_named_ones_failed_once() {
+    let t = tree(5, Arch::X86_64, NOW + 3600);
+    let good = serve(&t.root);
+    let named = [mirror(&dead()), mirror(&dead())];
+    let c = client();
+    let mut asked = 0;
+    let mut more = || {
+        asked += 1;
+        vec![mirror(good.url())]
+    };
+    let started = Instant::now();
+    let fetched = fetch::fetch_manifest(
+        &c,
+        &named,
+        Some(&mut more),
+        &binding(Arch::X86_64),
+        &trust(0),
+        &state(),
+        &budget(30),
+    )
+    .unwrap();
+    // Straight after the first round, without its backoff.
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(asked, 1);
+    assert_eq!(fetched.mirror, 2);
+    assert_eq!(fetched.mirrors.len(), 3);
+    assert_eq!(fetched.mirrors[2].url, good.url().trim_end_matches('/'));
+    let at: Vec<&str> = fetched
+        .tried
+        .iter()
+        .map(|t| t.at.as_deref().unwrap())
+        .collect();
+    assert_eq!(at, [named[0].url.as_str(), named[1].url.as_str()]);
+    // Nothing more: the named ones are retried in rounds, as before, and
+    // the hook is asked once only.
+    let mut asked = 0;
+    let mut nothing = || {
+        asked += 1;
+        Vec::new()
+    };
+    let err = fetch::fetch_manifest(
+        &c,
+        &[mirror(&dead())],
+        Some(&mut nothing),
+        &binding(Arch::X86_64),
+        &trust(0),
+        &state(),
+        &budget(2),
+    )
+    .unwrap_err();
+    assert_eq!(asked, 1);
+    assert!(err.tried.len() >= 2, "{:?}", err.tried);
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -300,6 +386,7 @@ fn refusals_name_their_reason_and_end_the_stage_at_once() {
         let err = fetch::fetch_manifest(
             &c,
             &[mirror(server.url())],
+            None,
             &binding(*machine),
             &trust(*floor),
             &state(),

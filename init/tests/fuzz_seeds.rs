@@ -44,3 +44,47 @@ fn netlink_corpus_parses_without_panic() {
         }
     }
 }
+
+#[test]
+fn probe_corpus_goes_through_the_probes_without_panic() {
+    use phase_init::root::probe;
+    for (name, input) in replay::corpus("probe") {
+        for sector in [512, 4096] {
+            let _ = probe::probe_bytes(&input, sector);
+        }
+        // The seeds are real images, named for what blkid calls them
+        // (`ext4`, `gpt-sgdisk`, …); each must still be found as that.
+        let kind = name.split('-').next().unwrap_or_default();
+        let p = probe::probe_bytes(&input, 512);
+        let found = [
+            p.fs.as_ref().map(|f| f.fstype),
+            p.table.as_ref().map(|t| t.kind),
+        ];
+        const KINDS: [&str; 9] = [
+            "ext2",
+            "ext4",
+            "squashfs",
+            "erofs",
+            "vfat",
+            "iso9660",
+            "gpt",
+            "dos",
+            "zfs_member",
+        ];
+        if KINDS.contains(&kind) {
+            assert!(found.contains(&Some(kind)), "{name}: {p:?}");
+        }
+    }
+}
+
+#[test]
+fn bzimage_corpus_goes_through_placement_without_panic() {
+    let inputs = corpus("bzimage");
+    // The committed seeds include a real setup header resized to fit,
+    // which must be accepted and planned.
+    let accepted = inputs
+        .iter()
+        .filter(|i| phase_init::kexec::x86_64::check_bzimage_path(i))
+        .count();
+    assert!(accepted >= 1, "only {accepted} seeds parsed");
+}

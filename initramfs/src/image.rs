@@ -18,6 +18,55 @@ pub struct ImageInfo {
     /// Kernel release the modules were taken from, if the image has modules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_release: Option<String>,
+    /// How an x86_64 kexec hand-off loads the next kernel (`[kexec] method`
+    /// of the spec); absent means [`KexecMethod::DEFAULT`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kexec_method: Option<KexecMethod>,
+    /// Where the machine keeps its version floor when it has no EFI
+    /// variables (`[state]` of the spec); absent: nowhere but there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateLocation>,
+}
+
+/// A state partition, found by its GPT partition label (see
+/// [`crate::state`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateLocation {
+    pub partlabel: String,
+}
+
+/// Which syscall a kexec hand-off tries first. The init decides the rest
+/// (lockdown, Secure Boot and the kernel's answers can overrule this); the
+/// image only states a preference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KexecMethod {
+    /// `kexec_file_load`: the kernel reads, checks and places the files.
+    File,
+    /// `kexec_load` with segments the init builds.
+    Load,
+    /// `kexec_load` unless the kernel is locked down or refuses it, then
+    /// `kexec_file_load`.
+    Auto,
+}
+
+impl KexecMethod {
+    /// The method of an image whose spec names none: `auto`. `kexec_load`
+    /// with the init's own segments skips the kernel's two SHA-256 passes
+    /// over the segments (one at load, one in its purgatory at the jump),
+    /// which `cargo xtask bench boot` measures as most of the hand-off under
+    /// TCG; a locked-down or Secure Boot kernel, or one that refuses
+    /// `kexec_load`, still gets `kexec_file_load` and its signature check.
+    pub const DEFAULT: KexecMethod = KexecMethod::Auto;
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KexecMethod::File => "file",
+            KexecMethod::Load => "load",
+            KexecMethod::Auto => "auto",
+        }
+    }
 }
 
 impl ImageInfo {
@@ -46,11 +95,28 @@ mod tests {
             build_time: 1_700_000_000,
             shell: false,
             kernel_release: Some("6.1.0-56-amd64".into()),
+            kexec_method: Some(KexecMethod::Auto),
+            state: Some(StateLocation {
+                partlabel: "PHASE-STATE".into(),
+            }),
         };
         assert_eq!(
             ImageInfo::from_json(info.to_json().as_bytes()).unwrap(),
             info
         );
+        assert!(info.to_json().contains("\"kexec_method\": \"auto\""));
+        assert!(
+            info.to_json()
+                .contains("\"state\": {\n    \"partlabel\": \"PHASE-STATE\"\n  }")
+        );
+        // Images written before the field existed still parse, as the default.
+        let old = r#"{"spec":"x","build_time":1,"shell":false}"#;
+        assert_eq!(
+            ImageInfo::from_json(old.as_bytes()).unwrap().kexec_method,
+            None
+        );
+        let bad = r#"{"spec":"x","build_time":1,"shell":false,"kexec_method":"fast"}"#;
+        assert!(ImageInfo::from_json(bad.as_bytes()).is_err());
         let extra = r#"{"spec":"x","build_time":1,"shell":false,"insecure":true}"#;
         assert!(ImageInfo::from_json(extra.as_bytes()).is_err());
     }

@@ -217,11 +217,39 @@ impl ModuleIndex {
                 },
             );
         }
-        // Soft dependencies that were not found are dropped from the entries so
-        // the init never looks for them.
+        // A soft dependency may name an alias rather than a module (ext4's
+        // "pre: crypto-crc32c"): as modprobe does, it then stands for every
+        // module in the image with a matching alias. What matches nothing is
+        // dropped, so the init never looks for it.
         let present: BTreeSet<String> = found.keys().cloned().collect();
+        let aliases: Vec<(String, Vec<String>)> = found
+            .values()
+            .map(|m| (m.name.clone(), m.aliases.clone()))
+            .collect();
         for entry in found.values_mut() {
-            entry.softdep_pre.retain(|d| present.contains(d));
+            entry.softdep_pre = entry
+                .softdep_pre
+                .iter()
+                .flat_map(|d| {
+                    if present.contains(d) {
+                        return vec![d.clone()];
+                    }
+                    aliases
+                        .iter()
+                        .filter(|(name, patterns)| {
+                            *name != entry.name
+                                && patterns.iter().any(|a| {
+                                    // As kmod's alias_normalize: `-` and `_`
+                                    // are the same.
+                                    glob_match(normalize(a).as_bytes(), normalize(d).as_bytes())
+                                })
+                        })
+                        .map(|(name, _)| name.clone())
+                        .collect()
+                })
+                .collect();
+            entry.softdep_pre.sort();
+            entry.softdep_pre.dedup();
         }
         let index = ModuleIndex {
             kernel_release: kernel_release.to_owned(),
@@ -462,6 +490,47 @@ mod tests {
 
         let err = ModuleIndex::build("r", builtin, &["nvme".into()], &[], lookup).unwrap_err();
         assert_eq!(err.to_string(), "module nvme is not in the image");
+    }
+
+    #[test]
+    fn a_soft_dependency_on_an_alias_is_the_modules_that_carry_it() {
+        // Debian's ext4: "softdep: pre: crypto-crc32c", an alias that
+        // crc32c_generic (and, on x86, crc32c_intel) carries.
+        let lookup = |name: &str| {
+            let (soft, aliases): (&[&str], &[&str]) = match name {
+                "ext4" => (&["crypto-crc32c", "nothing-has-this"], &["fs-ext4"]),
+                "crc32c_generic" => (&[], &["crypto-crc32c-generic", "crypto-crc32c", "crc32c"]),
+                "crc32c_intel" => (&[], &["crypto-crc32c-intel", "crypto-crc32c"]),
+                _ => return Ok(None),
+            };
+            Ok(Some((
+                format!("kernel/{name}.ko"),
+                ModInfo {
+                    name: name.into(),
+                    softdep_pre: soft.iter().map(|d| d.to_string()).collect(),
+                    aliases: aliases.iter().map(|d| d.to_string()).collect(),
+                    ..ModInfo::default()
+                },
+            )))
+        };
+        let idx = ModuleIndex::build(
+            "r",
+            BTreeSet::new(),
+            &[],
+            &[
+                "ext4".into(),
+                "crc32c_intel".into(),
+                "crc32c_generic".into(),
+            ],
+            lookup,
+        )
+        .unwrap();
+        assert_eq!(
+            idx.get("ext4").unwrap().softdep_pre,
+            ["crc32c_generic", "crc32c_intel"]
+        );
+        let order = idx.load_order(&["ext4"]).unwrap();
+        assert_eq!(names(&order), ["crc32c_generic", "crc32c_intel", "ext4"]);
     }
 
     #[test]

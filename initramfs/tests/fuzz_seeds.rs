@@ -26,3 +26,21 @@ fn modindex_corpus_resolves_without_panic() {
         }
     }
 }
+
+#[test]
+fn state_corpus_decodes_without_panic() {
+    use phase_initramfs::state::{self, Copy, Record, SLOT_LEN};
+    let mut floors = Vec::new();
+    for (name, input) in replay::corpus("state") {
+        let (a, b) = input.split_at(input.len().min(SLOT_LEN));
+        floors.push((name, state::partition_floor(&Copy::read(a), &Copy::read(b))));
+        let _ = Record::decode(&input);
+        let _ = state::from_efi_file(&input);
+    }
+    // The seeds cover a fresh partition, a good pair, and each torn copy.
+    let floor = |n: &str| floors.iter().find(|(name, _)| name == n).map(|(_, f)| *f);
+    assert_eq!(floor("blank"), Some(0));
+    assert_eq!(floor("both-7"), Some(7));
+    assert_eq!(floor("a-torn-b-3"), Some(3));
+    assert_eq!(floor("a-9-b-torn"), Some(9));
+}

@@ -5,8 +5,9 @@
 //! ip netns exec NS unshare --pid --fork --uts netstage --resolv-conf FILE -- ip=dhcp rd.net.timeout.dhcp=5 …
 //! ```
 //!
-//! The arguments after `--` are kernel command-line parameters. On success
-//! it prints the stage's event and exits 0; on failure it follows the init's
+//! The arguments after `--` are kernel command-line parameters. With
+//! `phase.mode=local` the discover stage follows on the configured link. On
+//! success it prints the stages' events and exits 0; on failure it follows the init's
 //! failure policy, which ends in reboot(2). It therefore refuses to run
 //! unless it is PID 1 of its own PID namespace, where reboot(2) only ends the
 //! namespace: its parent then sees it killed by SIGHUP (reboot) or SIGINT
@@ -16,9 +17,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use phase_init::network::{self, Target};
+use phase_init::plan::Mode;
 use phase_init::plan::{self, Stage};
 use phase_init::policy::{self, Failure};
 use phase_init::{cmdline, error_chain, event, info, sys};
+use phase_init::{discover, fetch};
 use serde_json::json;
 
 fn main() {
@@ -69,10 +72,24 @@ fn main() {
                 "stage",
                 json!({ "stage": Stage::Network, "network": configured }),
             );
+            if plan.mode == Mode::Local {
+                policy::enter(Stage::Discover);
+                let arch = phase_manifest::Arch::native().map_or("", |a| a.as_str());
+                let budget = fetch::Budget::new(plan.retry);
+                let found = discover::run(&plan, &configured, arch, Some(&budget));
+                if found.providers.is_empty() {
+                    policy::fail(found.nothing(&plan));
+                }
+                info!("discover: {}", found.summary());
+                event::emit(
+                    "stage",
+                    json!({ "stage": Stage::Discover, "discovered": found }),
+                );
+            }
         }
         Err(e) => {
             let mut failure = Failure::new(Stage::Network, error_chain(&e));
-            failure.tried = tried;
+            failure.tried = tried.into_iter().map(policy::Tried::text).collect();
             policy::fail(failure)
         }
     }

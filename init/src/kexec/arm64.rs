@@ -19,6 +19,7 @@ use std::os::fd::AsFd;
 use serde::Serialize;
 
 use super::{KexecError, Region, gzip, iomem};
+pub use super::{Segment, SegmentBytes, describe};
 use crate::fdt::{Fdt, MAX_SIZE as MAX_DTB_SIZE};
 use crate::sys;
 
@@ -64,12 +65,12 @@ pub struct ImageHeader {
 
 impl ImageHeader {
     pub fn parse(image: &[u8]) -> Result<ImageHeader, KexecError> {
-        let bad = |problem: String| KexecError::ImageHeader { problem };
+        let bad = |field: &'static str, problem: String| KexecError::ImageHeader { field, problem };
         if image.len() < HEADER_LEN {
-            return Err(bad(format!(
-                "{} bytes, shorter than the 64-byte header",
-                image.len()
-            )));
+            return Err(bad(
+                "length",
+                format!("{} bytes, shorter than the 64-byte header", image.len()),
+            ));
         }
         let u64_at = |at: usize| {
             let mut b = [0u8; 8];
@@ -78,9 +79,10 @@ impl ImageHeader {
         };
         let magic = u32::from_le_bytes([image[56], image[57], image[58], image[59]]);
         if magic != IMAGE_MAGIC {
-            return Err(bad(format!(
-                "magic {magic:#010x} at offset 56 is not ARM\\x64"
-            )));
+            return Err(bad(
+                "magic",
+                format!("magic {magic:#010x} at offset 56 is not ARM\\x64"),
+            ));
         }
         let header = ImageHeader {
             text_offset: u64_at(8),
@@ -88,25 +90,34 @@ impl ImageHeader {
             flags: u64_at(24),
         };
         if header.flags & FLAG_BE != 0 {
-            return Err(bad("a big-endian kernel".into()));
+            return Err(bad("flags", "a big-endian kernel".into()));
         }
         if header.image_size == 0 {
             // Before Linux 3.17 the size was not recorded and text_offset had
             // no fixed endianness; such kernels cannot be placed safely.
-            return Err(bad("image_size is 0 (a kernel older than 3.17)".into()));
+            return Err(bad(
+                "image_size",
+                "image_size is 0 (a kernel older than 3.17)".into(),
+            ));
         }
         if header.image_size < image.len() as u64 {
-            return Err(bad(format!(
-                "image_size {} is smaller than the image file ({} bytes)",
-                header.image_size,
-                image.len()
-            )));
+            return Err(bad(
+                "image_size",
+                format!(
+                    "image_size {} is smaller than the image file ({} bytes)",
+                    header.image_size,
+                    image.len()
+                ),
+            ));
         }
         if !header.text_offset.is_multiple_of(4096) || header.text_offset >= SZ_2M {
-            return Err(bad(format!(
-                "text_offset {:#x} is not a page multiple below 2 MiB",
-                header.text_offset
-            )));
+            return Err(bad(
+                "text_offset",
+                format!(
+                    "text_offset {:#x} is not a page multiple below 2 MiB",
+                    header.text_offset
+                ),
+            ));
         }
         Ok(header)
     }
@@ -253,23 +264,6 @@ impl DtbSource {
 }
 
 pub const FIRMWARE_FDT: &str = "/sys/firmware/fdt";
-
-/// One segment of the plan, for the syscall and for the event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Segment {
-    pub name: &'static str,
-    pub bytes: SegmentBytes,
-    pub mem: u64,
-    pub memsz: u64,
-}
-
-/// A segment's bytes: borrowed from the caller's buffers, or built here.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SegmentBytes {
-    Kernel,
-    Initrd,
-    Owned(Vec<u8>),
-}
 
 /// What [`plan`] decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -493,25 +487,53 @@ pub fn load(
         segments: describe(&plan.segments),
         source,
     })?;
-    Ok(super::Loaded {
-        syscall: "kexec_load",
-        entry: Some(plan.entry),
-        kernel_entry: Some(plan.kernel_entry),
-        segments: plan
-            .segments
+    // Test builds say which seeds the loaded DTB carries (as digests), read
+    // back from the very bytes given to kexec_load, so a scenario can tell
+    // two hand-offs apart.
+    #[cfg(feature = "test-hooks")]
+    let seeds_sha256 = plan.segments.iter().find_map(|s| match (&s.bytes, s.name) {
+        (SegmentBytes::Owned(bytes), "dtb") => seed_digests(bytes),
+        _ => None,
+    });
+    #[cfg(not(feature = "test-hooks"))]
+    let seeds_sha256 = None;
+    let mut loaded = super::Loaded::new("kexec_load");
+    loaded.entry = Some(plan.entry);
+    loaded.kernel_entry = Some(plan.kernel_entry);
+    loaded.segments = plan
+        .segments
+        .iter()
+        .zip(&segments)
+        .map(|(s, raw)| super::SegmentInfo {
+            name: s.name,
+            mem: s.mem,
+            memsz: s.memsz,
+            bufsz: raw.buf.len() as u64,
+        })
+        .collect();
+    loaded.kernel_gzip = gzipped;
+    loaded.dtb = Some(dtb_source);
+    loaded.dropped = plan.dropped;
+    loaded.image = Some(plan.header);
+    loaded.seeds_sha256 = seeds_sha256;
+    Ok(loaded)
+}
+
+/// SHA-256 of `/chosen`'s `kaslr-seed` and `rng-seed` in a DTB, in hex.
+#[cfg(feature = "test-hooks")]
+fn seed_digests(dtb: &[u8]) -> Option<super::SeedDigests> {
+    use sha2::Digest;
+    let fdt = Fdt::parse(dtb).ok()?;
+    let chosen = fdt.root.child("chosen")?;
+    let hex = |bytes: &[u8]| -> String {
+        sha2::Sha256::digest(bytes)
             .iter()
-            .zip(&segments)
-            .map(|(s, raw)| super::SegmentInfo {
-                name: s.name,
-                mem: s.mem,
-                memsz: s.memsz,
-                bufsz: raw.buf.len() as u64,
-            })
-            .collect(),
-        kernel_gzip: gzipped,
-        dtb: Some(dtb_source),
-        dropped: plan.dropped,
-        image: Some(plan.header),
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    Some(super::SeedDigests {
+        kaslr: hex(chosen.property("kaslr-seed")?),
+        rng: hex(chosen.property("rng-seed")?),
     })
 }
 
@@ -570,15 +592,6 @@ pub fn check_dtb_path(blob: &[u8]) -> bool {
     true
 }
 
-/// `kernel 0x40200000+0x2010000, dtb …` for error messages.
-pub fn describe(segments: &[Segment]) -> String {
-    segments
-        .iter()
-        .map(|s| format!("{} {:#x}+{:#x}", s.name, s.mem, s.memsz))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -632,12 +645,11 @@ mod tests {
         {
             Ok(out) => out,
             Err(e) => {
-                assert!(
-                    std::env::var_os("PHASE_REQUIRE_TOOLS").is_none(),
-                    "{objdump} not runnable ({e}) and PHASE_REQUIRE_TOOLS is set"
-                );
-                eprintln!(
-                    "skipped: {objdump} not runnable ({e}); install binutils-aarch64-linux-gnu"
+                phase_testkit::skip(
+                    "purgatory disassembly",
+                    format_args!(
+                        "{objdump} not runnable ({e}); install binutils-aarch64-linux-gnu"
+                    ),
                 );
                 return;
             }
@@ -702,7 +714,7 @@ mod tests {
         ];
         for (bytes, needle) in cases {
             match ImageHeader::parse(&bytes) {
-                Err(KexecError::ImageHeader { problem }) => {
+                Err(KexecError::ImageHeader { problem, .. }) => {
                     assert!(problem.contains(needle), "{problem:?} lacks {needle:?}")
                 }
                 other => panic!("{needle}: {other:?}"),
@@ -834,10 +846,27 @@ mod tests {
 
     #[test]
     fn plans_what_the_guest_did() {
-        // The scenario's guest placed the Debian kernel (image_size
-        // 0x2010000) at 0x42400000 and its 77-page initrd right above; the
-        // same /proc/iomem gives the same plan here. QEMU's DTB has no
-        // reservations.
+        // The placement worked out by hand from the guest's /proc/iomem
+        // (iomem::tests::VIRT, captured in the scenario's guest) and the
+        // rules of Documentation/arch/arm64/booting.rst, not from our output:
+        // - System RAM is 0x40000000..0x60000000; inside it the running
+        //   kernel's code, a reservation and its data are back to back,
+        //   0x40210000..0x42210000, so the free RAM below them
+        //   (0x40000000..0x40210000) is too small for the image's
+        //   image_size of 0x2010000, and the next free byte is 0x42210000;
+        // - the kernel goes at a 2 MiB-aligned base + text_offset (0 here):
+        //   0x42210000 rounded up to 2 MiB is 0x42400000;
+        // - the initrd follows the kernel's image_size, on a page boundary:
+        //   0x42400000 + 0x2010000 = 0x44410000, and its 0x4c001 bytes take
+        //   0x4d pages.
+        // The same map was given the scenario's guest, which placed the
+        // segments there (its hand-off event names the addresses).
+        const SZ_2M: u64 = 2 << 20;
+        let next_free = 0x4221_0000u64;
+        let base = next_free.div_ceil(SZ_2M) * SZ_2M;
+        assert_eq!(base, 0x4240_0000);
+        let initrd_at = base + 0x0201_0000;
+        let initrd_pages = 0x4c001u64.div_ceil(4096) * 4096;
         let free = iomem::free_ram(&iomem::parse(iomem::tests::VIRT).unwrap());
         let mut dtb = Fdt::parse(&firmware_dtb()).unwrap();
         dtb.reservations.clear();
@@ -855,7 +884,7 @@ mod tests {
         let placed: Vec<(u64, u64)> = plan.segments.iter().map(|s| (s.mem, s.memsz)).collect();
         assert_eq!(
             placed[..2],
-            [(0x4240_0000, 0x0201_0000), (0x4441_0000, 0x4d000)]
+            [(base, 0x0201_0000), (initrd_at, initrd_pages)]
         );
     }
 

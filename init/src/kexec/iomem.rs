@@ -86,7 +86,7 @@ pub fn subtract(from: &[Region], taken: &[Region]) -> Vec<Region> {
             })
             .collect();
     }
-    free.sort_by_key(|r| r.start);
+    sort_by(&mut free, |r| r.start);
     let mut merged: Vec<Region> = Vec::with_capacity(free.len());
     for r in free {
         match merged.last_mut() {
@@ -95,6 +95,20 @@ pub fn subtract(from: &[Region], taken: &[Region]) -> Vec<Region> {
         }
     }
     merged
+}
+
+/// Sorts a short list by `key`, keeping the order of equal keys. The lists
+/// here (memory ranges, EFI regions) have tens of entries: an insertion sort
+/// is a few dozen bytes of code, where the standard library's sort costs
+/// kilobytes in the init for every type it sorts.
+pub fn sort_by<T>(list: &mut [T], key: impl Fn(&T) -> u64) {
+    for i in 1..list.len() {
+        let mut j = i;
+        while j > 0 && key(&list[j - 1]) > key(&list[j]) {
+            list.swap(j - 1, j);
+            j -= 1;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -170,6 +184,15 @@ pub(crate) mod tests {
                 other => panic!("{text:?}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn sorts_stably() {
+        let mut list = [(3, 'a'), (1, 'b'), (3, 'c'), (0, 'd'), (1, 'e')];
+        sort_by(&mut list, |&(k, _)| k);
+        assert_eq!(list, [(0, 'd'), (1, 'b'), (1, 'e'), (3, 'a'), (3, 'c')]);
+        let mut empty: [u64; 0] = [];
+        sort_by(&mut empty, |&k| k);
     }
 
     #[test]

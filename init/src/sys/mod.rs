@@ -9,7 +9,7 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 pub use rustix::mount::MountFlags;
@@ -78,8 +78,9 @@ pub fn clock_settime_realtime(seconds: i64) -> io::Result<()> {
 }
 
 /// [finit_module(2)](https://man7.org/linux/man-pages/man2/finit_module.2.html)
-pub fn finit_module(fd: impl AsFd, params: &CStr, flags: i32) -> io::Result<()> {
-    Ok(rustix::system::finit_module(fd, params, flags)?)
+/// with no flags: every module in an image is an uncompressed `.ko`.
+pub fn finit_module(fd: impl AsFd, params: &CStr) -> io::Result<()> {
+    Ok(rustix::system::finit_module(fd, params, 0)?)
 }
 
 /// [waitpid(2)](https://man7.org/linux/man-pages/man2/waitpid.2.html) for any
@@ -427,17 +428,6 @@ pub fn sethostname(name: &str) -> io::Result<()> {
     Ok(rustix::system::sethostname(name.as_bytes())?)
 }
 
-/// [init_module(2)](https://man7.org/linux/man-pages/man2/init_module.2.html):
-/// loads a module image from memory (used when the kernel cannot decompress
-/// the file itself).
-pub fn init_module(image: &[u8], params: &CStr) -> io::Result<()> {
-    Ok(rustix::system::init_module(image, params)?)
-}
-
-/// `finit_module` flag: the file is compressed and the kernel should
-/// decompress it (`MODULE_INIT_COMPRESSED_FILE`, Linux 5.17+).
-pub const MODULE_INIT_COMPRESSED_FILE: i32 = 4;
-
 /// [socket(2)](https://man7.org/linux/man-pages/man2/socket.2.html)
 /// `(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE)` and
 /// [bind(2)](https://man7.org/linux/man-pages/man2/bind.2.html) to the
@@ -576,4 +566,298 @@ pub fn sendto_link_broadcast(fd: impl AsFd, ifindex: u32, packet: &[u8]) -> io::
             mac: [0xff; 6],
         },
     )?)
+}
+
+/// [socket(2)](https://man7.org/linux/man-pages/man2/socket.2.html)
+/// `(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, IPPROTO_UDP)` for a multicast group
+/// on one interface ([ip(7)](https://man7.org/linux/man-pages/man7/ip.7.html),
+/// [socket(7)](https://man7.org/linux/man-pages/man7/socket.7.html)):
+/// `SO_REUSEADDR`, `SO_BINDTODEVICE` to `interface` (so nothing that arrives
+/// on another interface reaches it), bound to `0.0.0.0:port`, `group`
+/// joined on `address`; multicast goes out from `address` with TTL 255 and
+/// is not looped back.
+pub fn socket_udp_multicast(
+    interface: &str,
+    address: std::net::Ipv4Addr,
+    group: std::net::Ipv4Addr,
+    port: u16,
+) -> io::Result<OwnedFd> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, ipproto, sockopt};
+    use std::os::fd::AsRawFd;
+    let fd = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        Some(ipproto::UDP),
+    )?;
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    let name = interface.as_bytes();
+    // SAFETY: the option value is `name`, a live buffer of exactly
+    // `name.len()` bytes that the kernel only reads (it takes the name
+    // without a NUL when the length says so); the fd is open for the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    rustix::net::bind(
+        &fd,
+        &std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, port),
+    )?;
+    sockopt::set_ip_add_membership(&fd, &group, &address)?;
+    sockopt::set_ip_multicast_if(&fd, &address)?;
+    sockopt::set_ip_multicast_ttl(&fd, 255)?;
+    sockopt::set_ip_multicast_loop(&fd, false)?;
+    Ok(fd)
+}
+
+/// [sendto(2)](https://man7.org/linux/man-pages/man2/sendto.2.html) of a
+/// datagram to an IPv4 address and port.
+pub fn sendto_ipv4(fd: impl AsFd, buf: &[u8], to: std::net::SocketAddrV4) -> io::Result<usize> {
+    Ok(rustix::net::sendto(
+        fd,
+        buf,
+        rustix::net::SendFlags::empty(),
+        &to,
+    )?)
+}
+
+/// [mount(2)](https://man7.org/linux/man-pages/man2/mount.2.html) with
+/// `MS_MOVE`: moves the mount at `source` to `target`.
+pub fn mount_move(source: &CStr, target: &CStr) -> io::Result<()> {
+    Ok(rustix::mount::mount_move(source, target)?)
+}
+
+/// [chdir(2)](https://man7.org/linux/man-pages/man2/chdir.2.html)
+pub fn chdir(path: &CStr) -> io::Result<()> {
+    Ok(rustix::process::chdir(path)?)
+}
+
+/// [chroot(2)](https://man7.org/linux/man-pages/man2/chroot.2.html)
+pub fn chroot(path: &CStr) -> io::Result<()> {
+    Ok(rustix::process::chroot(path)?)
+}
+
+/// [socket(2)](https://man7.org/linux/man-pages/man2/socket.2.html)
+/// `(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_KOBJECT_UEVENT)` bound to
+/// the kernel's uevent multicast group 1: every device the kernel adds or
+/// removes is announced here, as udev hears it.
+pub fn socket_netlink_uevent() -> io::Result<OwnedFd> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, netlink};
+    let fd = rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        Some(netlink::KOBJECT_UEVENT),
+    )?;
+    rustix::net::bind(&fd, &netlink::SocketAddrNetlink::new(0, 1))?;
+    Ok(fd)
+}
+
+/// `LOOP_CTL_GET_FREE` on `/dev/loop-control`
+/// ([loop(4)](https://man7.org/linux/man-pages/man4/loop.4.html)): the number
+/// of a free loop device, allocating one if needed.
+pub fn loop_ctl_get_free(control: impl AsFd) -> io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+    // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns the number;
+    // the fd is borrowed for the call.
+    let rc = unsafe { libc::ioctl(control.as_fd().as_raw_fd(), LOOP_CTL_GET_FREE as _) };
+    u32::try_from(rc).map_err(|_| io::Error::last_os_error())
+}
+
+/// `LO_FLAGS_READ_ONLY` ([loop(4)](https://man7.org/linux/man-pages/man4/loop.4.html)).
+pub const LO_FLAGS_READ_ONLY: u32 = 1;
+/// `LO_FLAGS_AUTOCLEAR`: the device detaches itself when last closed.
+pub const LO_FLAGS_AUTOCLEAR: u32 = 4;
+
+/// `struct loop_info64` from `<linux/loop.h>` (232 bytes).
+#[repr(C)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+/// `struct loop_config` from `<linux/loop.h>`.
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+/// `LOOP_CONFIGURE` ([loop(4)](https://man7.org/linux/man-pages/man4/loop.4.html),
+/// Linux 5.8+) on an open loop device: attaches `backing` with `flags` and
+/// the name `name` (shown in `/sys/block/loopN/loop/backing_file` as the
+/// backing file's path; the name is for `losetup`) in one call.
+pub fn loop_configure(
+    device: impl AsFd,
+    backing: impl AsFd,
+    flags: u32,
+    name: &str,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+    let fd = u32::try_from(backing.as_fd().as_raw_fd())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    let mut file_name = [0u8; 64];
+    let n = name.len().min(63);
+    file_name[..n].copy_from_slice(&name.as_bytes()[..n]);
+    let config = LoopConfig {
+        fd,
+        block_size: 0,
+        info: LoopInfo64 {
+            lo_device: 0,
+            lo_inode: 0,
+            lo_rdevice: 0,
+            lo_offset: 0,
+            lo_sizelimit: 0,
+            lo_number: 0,
+            lo_encrypt_type: 0,
+            lo_encrypt_key_size: 0,
+            lo_flags: flags,
+            lo_file_name: file_name,
+            lo_crypt_name: [0; 64],
+            lo_encrypt_key: [0; 32],
+            lo_init: [0; 2],
+        },
+        reserved: [0; 8],
+    };
+    // SAFETY: `config` is a fully initialised `struct loop_config` on the
+    // stack, live for the call; the kernel only reads it. Both fds are
+    // borrowed for the call.
+    let rc = unsafe {
+        libc::ioctl(
+            device.as_fd().as_raw_fd(),
+            LOOP_CONFIGURE as _,
+            &raw const config,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// [fstatat(2)](https://man7.org/linux/man-pages/man2/fstatat.2.html) with
+/// `AT_SYMLINK_NOFOLLOW`: the device a path lives on and whether it is a
+/// directory (not a symlink to one).
+pub fn lstat_dev_dir(path: &CStr) -> io::Result<(u64, bool)> {
+    let st = rustix::fs::lstat(path)?;
+    let dir = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory;
+    Ok((st.st_dev, dir))
+}
+
+/// [access(2)](https://man7.org/linux/man-pages/man2/access.2.html) with
+/// `X_OK`, resolved by the kernel (so symlinks are followed as `execve`
+/// would follow them).
+pub fn access_executable(path: &CStr) -> io::Result<()> {
+    Ok(rustix::fs::access(path, rustix::fs::Access::EXEC_OK)?)
+}
+
+/// `FS_IOC_GETFLAGS` then `FS_IOC_SETFLAGS`
+/// ([ioctl_iflags(2)](https://man7.org/linux/man-pages/man2/ioctl_iflags.2.html))
+/// with `FS_IMMUTABLE_FL` set or cleared, the other flags kept (efivarfs
+/// knows no other).
+pub fn ioctl_set_immutable(fd: impl AsFd, immutable: bool) -> io::Result<()> {
+    use rustix::fs::IFlags;
+    let fd = fd.as_fd();
+    let mut flags = rustix::fs::ioctl_getflags(fd)?;
+    flags.set(IFlags::IMMUTABLE, immutable);
+    Ok(rustix::fs::ioctl_setflags(fd, flags)?)
+}
+
+/// The watchdog ioctls of `<linux/watchdog.h>`
+/// ([watchdog-api](https://docs.kernel.org/watchdog/watchdog-api.html)),
+/// encoded as `_IOR('W', n, int)` / `_IOWR('W', n, int)` — the same numbers
+/// on x86_64 and arm64.
+mod wdioc {
+    pub const SETOPTIONS: libc::c_ulong = 0x8004_5704;
+    pub const KEEPALIVE: libc::c_ulong = 0x8004_5705;
+    pub const SETTIMEOUT: libc::c_ulong = 0xC004_5706;
+    pub const GETTIMEOUT: libc::c_ulong = 0x8004_5707;
+}
+/// `WDIOS_DISABLECARD` and `WDIOS_ENABLECARD`.
+pub const WDIOS_DISABLECARD: i32 = 1;
+pub const WDIOS_ENABLECARD: i32 = 2;
+
+/// An ioctl on a watchdog whose argument is one `int` read and (for
+/// `SETTIMEOUT`/`GETTIMEOUT`) written back.
+fn watchdog_ioctl(fd: BorrowedFd<'_>, request: libc::c_ulong, value: i32) -> io::Result<i32> {
+    use std::os::fd::AsRawFd;
+    let mut arg: libc::c_int = value;
+    // SAFETY: every watchdog request used here takes a pointer to one int,
+    // which `arg` is, live on the stack for the call; the fd is borrowed.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), request as _, &raw mut arg) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(arg)
+}
+
+/// `WDIOC_KEEPALIVE`: pets the watchdog.
+pub fn watchdog_keepalive(fd: impl AsFd) -> io::Result<()> {
+    watchdog_ioctl(fd.as_fd(), wdioc::KEEPALIVE, 0).map(|_| ())
+}
+
+/// `WDIOC_SETTIMEOUT`: returns the timeout the driver really set (it may
+/// round to what the hardware can count).
+pub fn watchdog_settimeout(fd: impl AsFd, seconds: i32) -> io::Result<i32> {
+    watchdog_ioctl(fd.as_fd(), wdioc::SETTIMEOUT, seconds)
+}
+
+/// `WDIOC_GETTIMEOUT`.
+pub fn watchdog_gettimeout(fd: impl AsFd) -> io::Result<i32> {
+    watchdog_ioctl(fd.as_fd(), wdioc::GETTIMEOUT, 0)
+}
+
+/// `WDIOC_SETOPTIONS` with `WDIOS_DISABLECARD` or `WDIOS_ENABLECARD`.
+pub fn watchdog_setoptions(fd: impl AsFd, options: i32) -> io::Result<()> {
+    watchdog_ioctl(fd.as_fd(), wdioc::SETOPTIONS, options).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watchdog_requests_are_the_kernels() {
+        // _IOR('W', n, int) = dir 2 << 30 | size 4 << 16 | 'W' << 8 | n, and
+        // _IOWR is dir 3.
+        let ior = |n: libc::c_ulong| (2 << 30) | (4 << 16) | (libc::c_ulong::from(b'W') << 8) | n;
+        assert_eq!(wdioc::SETOPTIONS, ior(4));
+        assert_eq!(wdioc::KEEPALIVE, ior(5));
+        assert_eq!(wdioc::SETTIMEOUT, ior(6) | (1 << 30));
+        assert_eq!(wdioc::GETTIMEOUT, ior(7));
+    }
+
+    #[test]
+    fn loop_structs_have_the_kernels_layout() {
+        // <linux/loop.h>: struct loop_info64 is 232 bytes, struct
+        // loop_config 4 + 4 + 232 + 64 = 304, with info at offset 8.
+        assert_eq!(std::mem::size_of::<LoopInfo64>(), 232);
+        assert_eq!(std::mem::offset_of!(LoopInfo64, lo_flags), 52);
+        assert_eq!(std::mem::offset_of!(LoopInfo64, lo_file_name), 56);
+        assert_eq!(std::mem::size_of::<LoopConfig>(), 304);
+        assert_eq!(std::mem::offset_of!(LoopConfig, info), 8);
+    }
 }
