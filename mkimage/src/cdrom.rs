@@ -40,13 +40,25 @@ pub struct IsoBios {
     pub modules: Vec<(String, Vec<u8>)>,
     /// isohdpfx.bin.
     pub isohdpfx: Vec<u8>,
+    /// The files these came from, as (what, path).
+    pub inputs: Vec<(String, std::path::PathBuf)>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct CdromOptions {
     pub seed: Vec<u8>,
     pub time: u64,
+    /// A root image for a live boot, stored as [`LIVE_IMAGE`].
+    pub root_image: Option<Vec<u8>>,
 }
+
+/// The ISO's volume identifier, which `root=live:CDLABEL=` names.
+pub const VOLUME_ID: &str = "PHASE_BOOT";
+
+/// Where a live root image goes on the ISO: dracut's default
+/// (`rd.live.dir=LiveOS`, `rd.live.squashimg=squashfs.img`), which the init
+/// shares.
+pub const LIVE_IMAGE: &str = "LiveOS/squashfs.img";
 
 pub const EFI_IMAGE: &str = "efi/efiboot.img";
 
@@ -79,7 +91,7 @@ pub fn efi_image(
 pub fn build<'a>(
     boot: &'a BootSet,
     bios: Option<&'a IsoBios>,
-    opts: &CdromOptions,
+    opts: &'a CdromOptions,
 ) -> Result<IsoImage<'a>, CdromError> {
     let (efi, efi_files) = efi_image(boot, opts)?;
     let mut files: Vec<(String, Cow<'a, [u8]>)> = Vec::new();
@@ -90,7 +102,11 @@ pub fn build<'a>(
         (Arch::X86_64, None) => return Err(CdromError::NoIsolinux),
         (Arch::X86_64, Some(bios)) => {
             let menu = bios.modules.iter().any(|(n, _)| n == "menu.c32");
-            let cfg = boot.menu.syslinux_cfg(menu).into_bytes();
+            let cfg = boot
+                .menu
+                .syslinux_cfg(menu)
+                .map_err(|e| CdromError::Esp(EspError::Menu(e)))?
+                .into_bytes();
             files.push((
                 "isolinux/isolinux.bin".into(),
                 Cow::Borrowed(&bios.isolinux),
@@ -122,6 +138,9 @@ pub fn build<'a>(
     // buffer, so the UKIs are never copied into one image.
     let efi_len = efi.bytes.len();
     files.push((EFI_IMAGE.into(), Cow::Owned(vec![0; efi_len])));
+    if let Some(root) = &opts.root_image {
+        files.push((LIVE_IMAGE.into(), Cow::Borrowed(&root[..])));
+    }
     entries.push(BootEntry {
         platform: Platform::Efi,
         path: EFI_IMAGE.into(),
@@ -130,7 +149,7 @@ pub fn build<'a>(
     let mut image = iso9660::build(
         files,
         &IsoOptions {
-            volume_id: "PHASE_BOOT".into(),
+            volume_id: VOLUME_ID.into(),
             time: opts.time,
             boot: entries,
             catalog_path: catalog.into(),

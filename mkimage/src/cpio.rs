@@ -14,11 +14,25 @@ use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum CpioError {
-    #[error("cpio path {0:?} is empty, absolute after normalising, or has a . or .. component")]
-    BadPath(String),
+    #[error("path {path:?} {reason}")]
+    BadPath { path: String, reason: String },
+    #[error("symlink /{path} has target {target:?}, which {reason}")]
+    BadTarget {
+        path: String,
+        target: String,
+        reason: &'static str,
+    },
+    #[error(
+        "/{path} is a directory holding /{child}; a {kind} in its place would put /{child} wherever it leads, or nowhere"
+    )]
+    ReplacesDirectory {
+        path: String,
+        kind: &'static str,
+        child: String,
+    },
     #[error("cpio entry {path:?} is {size} bytes; newc stores sizes in 32 bits")]
     TooLarge { path: String, size: usize },
-    #[error("cpio entry {path:?} is a {existing}, so {path}/… cannot be added under it")]
+    #[error("/{path} is a {existing}, so nothing can go under it")]
     NotADirectory {
         path: String,
         existing: &'static str,
@@ -73,13 +87,57 @@ pub struct Archive {
     entries: BTreeMap<String, Entry>,
 }
 
-/// Normalises `/a//b/` to `a/b`; refuses `.`/`..` components and the root.
+/// The longest name of one path component (NAME_MAX).
+pub const NAME_MAX: usize = 255;
+/// The longest path with its NUL (PATH_MAX): the kernel's unpacker refuses
+/// longer names.
+pub const PATH_MAX: usize = 4096;
+
+/// Checks an archive path and returns it without the leading `/`: `/a/b`
+/// → `a/b`. Refuses what the kernel would refuse or read otherwise: empty
+/// paths and components (`a//b`, a trailing `/`), `.` and `..`, NUL, a
+/// component longer than NAME_MAX, a path longer than PATH_MAX.
 pub fn normalize(path: &str) -> Result<String, CpioError> {
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    if parts.is_empty() || parts.iter().any(|p| *p == "." || *p == "..") {
-        return Err(CpioError::BadPath(path.to_owned()));
+    let bad = |reason: String| CpioError::BadPath {
+        path: path.to_owned(),
+        reason,
+    };
+    if path.contains('\0') {
+        return Err(bad(
+            "holds a NUL byte, where the kernel would cut the name".into()
+        ));
     }
-    Ok(parts.join("/"))
+    let rel = path.strip_prefix('/').unwrap_or(path);
+    if rel.is_empty() {
+        return Err(bad(
+            "is empty: it names no entry (the root is implied)".into()
+        ));
+    }
+    for part in rel.split('/') {
+        match part {
+            "" => return Err(bad("has an empty component (// or a trailing /)".into())),
+            "." | ".." => {
+                return Err(bad(format!(
+                    "has a {part:?} component; write the path it means"
+                )));
+            }
+            _ if part.len() > NAME_MAX => {
+                return Err(bad(format!(
+                    "has a component of {} bytes; names are at most {NAME_MAX}",
+                    part.len()
+                )));
+            }
+            _ => {}
+        }
+    }
+    if rel.len() + 1 > PATH_MAX {
+        return Err(bad(format!(
+            "is {} bytes; with its NUL a path is at most {PATH_MAX} ({} bytes)",
+            rel.len(),
+            PATH_MAX - 1
+        )));
+    }
+    Ok(rel.to_owned())
 }
 
 impl Archive {
@@ -91,6 +149,36 @@ impl Archive {
     /// mode 0755.
     pub fn add(&mut self, path: &str, mode: u32, kind: Kind) -> Result<(), CpioError> {
         let path = normalize(path)?;
+        if let Kind::Symlink(target) = &kind {
+            let reason = if target.is_empty() {
+                Some("is empty")
+            } else if target.contains('\0') {
+                Some("holds a NUL byte")
+            } else if target.len() + 1 > PATH_MAX {
+                Some("is longer than PATH_MAX")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(CpioError::BadTarget {
+                    path,
+                    target: target.clone(),
+                    reason,
+                });
+            }
+        }
+        // A directory with entries under it stays one: anything else in its
+        // place would have the kernel write those entries through it (a
+        // symlink to /etc) or fail on them.
+        if kind != Kind::Dir
+            && let Some(child) = self.first_child(&path)
+        {
+            return Err(CpioError::ReplacesDirectory {
+                path,
+                kind: kind.describe(),
+                child,
+            });
+        }
         if let Kind::File(data) = &kind
             && u32::try_from(data.len()).is_err()
         {
@@ -142,6 +230,17 @@ impl Archive {
         Ok(())
     }
 
+    /// The first entry under `dir`, if any.
+    fn first_child(&self, dir: &str) -> Option<String> {
+        let prefix = format!("{dir}/");
+        self.entries
+            .range(prefix.clone()..)
+            .next()
+            .map(|(k, _)| k)
+            .filter(|k| k.starts_with(&prefix))
+            .cloned()
+    }
+
     pub fn get(&self, path: &str) -> Option<&Entry> {
         normalize(path).ok().and_then(|p| self.entries.get(&p))
     }
@@ -152,6 +251,11 @@ impl Archive {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Entries in archive order.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &Entry)> {
+        self.entries.iter().map(|(p, e)| (p.as_str(), e))
     }
 
     /// Paths in archive order.
@@ -174,6 +278,23 @@ impl Archive {
     /// Writes the archive with every timestamp set to `mtime`.
     pub fn to_bytes(&self, mtime: u64) -> Result<Vec<u8>, CpioError> {
         let mtime = u32::try_from(mtime).map_err(|_| CpioError::Mtime(mtime))?;
+        // Every entry's parent is a directory in the archive: add() keeps it
+        // so, and the kernel's unpacker relies on it.
+        for path in self.entries.keys() {
+            if let Some((parent, _)) = path.rsplit_once('/') {
+                match self.entries.get(parent) {
+                    Some(Entry {
+                        kind: Kind::Dir, ..
+                    }) => {}
+                    other => {
+                        return Err(CpioError::NotADirectory {
+                            path: parent.to_owned(),
+                            existing: other.map_or("missing entry", |e| e.kind.describe()),
+                        });
+                    }
+                }
+            }
+        }
         let mut out = Vec::with_capacity(self.content_bytes() as usize + self.entries.len() * 160);
         for (ino, (path, entry)) in (1u32..).zip(&self.entries) {
             let (data, rdev): (&[u8], (u32, u32)) = match &entry.kind {
@@ -313,12 +434,30 @@ mod tests {
 
     #[test]
     fn bad_paths_and_file_parents_are_refused() {
-        for bad in ["", "/", "a/../b", "./a"] {
-            assert_eq!(
-                Archive::new().add(bad, 0, Kind::Dir),
-                Err(CpioError::BadPath(bad.into()))
+        for bad in ["", "/", "a/../b", "./a", "a//b", "a/", "a\0b"] {
+            assert!(
+                matches!(
+                    Archive::new().add(bad, 0, Kind::Dir),
+                    Err(CpioError::BadPath { .. })
+                ),
+                "{bad:?}"
             );
         }
+        let mut a = Archive::new();
+        a.add("x/y", 0o644, Kind::File(vec![])).unwrap();
+        assert_eq!(
+            a.add("/x", 0o777, Kind::Symlink("/etc".into())),
+            Err(CpioError::ReplacesDirectory {
+                path: "x".into(),
+                kind: "symlink",
+                child: "x/y".into()
+            })
+        );
+        // "x-y" sorts between "x" and "x/": not a child.
+        let mut a = Archive::new();
+        a.add("x-y", 0o644, Kind::File(vec![])).unwrap();
+        a.add("x", 0o755, Kind::Dir).unwrap();
+        a.add("x", 0o644, Kind::File(vec![])).unwrap();
         let mut a = Archive::new();
         a.add("init", 0o755, Kind::File(vec![1])).unwrap();
         assert_eq!(

@@ -14,7 +14,8 @@ use thiserror::Error;
 
 use crate::arch::Arch;
 use crate::fat::{FatError, Files};
-use crate::menu::{self, Menu};
+use crate::menu::{self, Menu, MenuError};
+use crate::secureboot::{SecureBoot, SecureBootError};
 use crate::uki::{self, UkiError};
 
 #[derive(Debug, Error)]
@@ -35,6 +36,18 @@ pub enum EspError {
     DirectVariants(usize),
     #[error(transparent)]
     Fat(#[from] FatError),
+    #[error(transparent)]
+    SecureBoot(Box<SecureBootError>),
+    #[error(transparent)]
+    Menu(#[from] MenuError),
+}
+
+// Boxed: a signing error carries a FAT error and names, and would make
+// every ESP result as large.
+impl From<SecureBootError> for EspError {
+    fn from(e: SecureBootError) -> Self {
+        EspError::SecureBoot(Box::new(e))
+    }
 }
 
 /// One kernel variant.
@@ -61,19 +74,32 @@ pub struct BootSet {
     pub dtb_dir: Vec<(String, Vec<u8>)>,
     /// `.osrel` text.
     pub osrel: String,
+    /// Sign the UKIs and systemd-boot (and put shim in front).
+    pub secure_boot: Option<SecureBoot>,
+    /// Every file read, as (what, path): an output must be none of them.
+    pub inputs: Vec<(String, std::path::PathBuf)>,
+    /// The systemd-stub used (given or found).
+    pub stub_path: std::path::PathBuf,
+    /// systemd-boot, when the menu needs it.
+    pub systemd_boot_path: Option<std::path::PathBuf>,
+    /// The state partition the initramfs names (its `image.json`), which a
+    /// disk image makes beside the system partition.
+    pub state_partlabel: Option<String>,
 }
 
 impl BootSet {
     /// The UKI of each variant: with the default entry's command line when
     /// booted directly, without one behind the menu.
     pub fn ukis(&self) -> Result<Vec<(String, Vec<u8>)>, EspError> {
-        self.ukis_built(uki::build)
+        self.ukis_built(false)
     }
 
-    fn ukis_built(
-        &self,
-        build: fn(&uki::Parts<'_>) -> Result<uki::Uki, uki::UkiError>,
-    ) -> Result<Vec<(String, Vec<u8>)>, EspError> {
+    fn ukis_built(&self, sparse: bool) -> Result<Vec<(String, Vec<u8>)>, EspError> {
+        let build = if sparse {
+            uki::build_sparse
+        } else {
+            uki::build
+        };
         let cmdline = self
             .direct
             .then(|| self.menu.default_entry().cmdline.as_str());
@@ -89,11 +115,18 @@ impl BootSet {
                     uname: None,
                     dtb: self.dtb.as_deref(),
                 })
-                .map(|u| (v.name.clone(), u.bytes))
                 .map_err(|error| EspError::Uki {
                     variant: v.name.clone(),
                     error,
                 })
+                .and_then(|u| match &self.secure_boot {
+                    Some(sb) => {
+                        let what = format!("the UKI of variant {:?}", v.name);
+                        Ok(sb.sign_uki(u, sparse, &v.kernel, &self.initrd, &what)?)
+                    }
+                    None => Ok(u.bytes),
+                })
+                .map(|bytes| (v.name.clone(), bytes))
             })
             .collect()
     }
@@ -107,7 +140,7 @@ impl BootSet {
     /// (zeros where each variant's kernel and the initramfs go), for a
     /// writer that streams those from the inputs.
     pub fn add_uefi_sparse(&self, files: &mut Files) -> Result<(), EspError> {
-        self.add_uefi_ukis(files, self.ukis_built(uki::build_sparse)?)
+        self.add_uefi_ukis(files, self.ukis_built(true)?)
     }
 
     fn add_uefi_ukis(
@@ -120,7 +153,7 @@ impl BootSet {
                 return Err(EspError::DirectVariants(ukis.len()));
             }
             let (_, bytes) = ukis.into_iter().next().expect("one");
-            files.add(self.arch.efi_boot_file(), bytes)?;
+            self.add_boot_file(files, bytes)?;
         } else {
             let sd = self.systemd_boot.as_ref().ok_or(EspError::NoSystemdBoot)?;
             let pe = uki::Pe::parse(sd, "systemd-boot").map_err(EspError::SystemdBoot)?;
@@ -130,9 +163,13 @@ impl BootSet {
                     arch: self.arch,
                 });
             }
-            files.add(self.arch.efi_boot_file(), sd.clone())?;
-            files.add("loader/loader.conf", self.menu.loader_conf().into_bytes())?;
-            for (path, text) in self.menu.systemd_boot_entries() {
+            let sd = match &self.secure_boot {
+                Some(sb) => sb.sign(sd, "systemd-boot")?,
+                None => sd.clone(),
+            };
+            self.add_boot_file(files, sd)?;
+            files.add("loader/loader.conf", self.menu.loader_conf()?.into_bytes())?;
+            for (path, text) in self.menu.systemd_boot_entries()? {
                 files.add(&path, text.into_bytes())?;
             }
             for (name, bytes) in ukis {
@@ -141,6 +178,15 @@ impl BootSet {
         }
         for (rel, bytes) in &self.dtb_dir {
             files.add(&format!("dtb/{rel}"), bytes.clone())?;
+        }
+        Ok(())
+    }
+
+    /// The removable-media boot file, or with Secure Boot what that adds.
+    fn add_boot_file(&self, files: &mut Files, bytes: Vec<u8>) -> Result<(), EspError> {
+        match &self.secure_boot {
+            Some(sb) => sb.add_boot_file(files, self.arch, bytes)?,
+            None => files.add(self.arch.efi_boot_file(), bytes)?,
         }
         Ok(())
     }

@@ -15,9 +15,12 @@
 //! the NT lower-case flags when lower case); any other name gets VFAT long
 //! name entries and a generated `BASIS~N.EXT` short name.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use thiserror::Error;
+
+use crate::pieces::{Pieces, PiecesError};
 
 pub const SECTOR: u64 = 512;
 
@@ -41,6 +44,14 @@ pub enum FatError {
         clusters: u64,
         min: u64,
         max: u64,
+    },
+    #[error(
+        "a FAT volume of {size} bytes has {clusters} clusters of {cluster_bytes} bytes, too close to a FAT12/16/32 boundary for every reader to agree on its type; choose another size"
+    )]
+    BetweenTypes {
+        size: u64,
+        clusters: u64,
+        cluster_bytes: u64,
     },
     #[error("FAT file {path:?} is {size} bytes; FAT stores at most 4 GiB - 1")]
     FileTooLarge { path: String, size: u64 },
@@ -142,6 +153,24 @@ impl Files {
             }
         }
         None
+    }
+
+    /// The data of the file at `path`, to change in place (its length
+    /// must stay what the layout was made for).
+    pub fn get_mut(&mut self, path: &str) -> Option<&mut Vec<u8>> {
+        let mut dir = &mut self.root;
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        let (last, parents) = parts.split_last()?;
+        for name in parents {
+            match dir.children.get_mut(&name.to_ascii_uppercase()) {
+                Some((_, Node::Dir(d))) => dir = d,
+                _ => return None,
+            }
+        }
+        match dir.children.get_mut(&last.to_ascii_uppercase()) {
+            Some((_, Node::File { data, .. })) => Some(data),
+            _ => None,
+        }
     }
 
     /// Each file's data by its path (as [`FatImage::files`] names it).
@@ -367,18 +396,20 @@ impl Geometry {
         u64::from(self.sectors_per_cluster) * SECTOR
     }
 
-    /// Lays out `clusters` clusters: the reserved area is padded so the data
-    /// region starts on a cluster (and 2048-byte) boundary.
+    /// Lays out `clusters` clusters: the FAT just large enough for them.
     fn new(fat_type: FatType, spc: u32, clusters: u64, root_entries: u32) -> Self {
-        let fat_bytes = match fat_type {
-            // Two entries (0 and 1) precede cluster 2; 12-bit entries pack
-            // two to three bytes.
-            FatType::Fat12 => ((clusters + 2) * 3).div_ceil(2),
-            FatType::Fat16 => (clusters + 2) * 2,
-            FatType::Fat32 => (clusters + 2) * 4,
-        };
-        let fat_sectors = fat_bytes.div_ceil(SECTOR) as u32;
-        let (mut reserved, root_entries) = match fat_type {
+        let fat_sectors = fat_type.sectors_for(clusters + 2);
+        let mut g = Geometry::with_fat(fat_type, spc, fat_sectors, root_entries);
+        g.clusters = clusters;
+        g.total_sectors = g.data_start() + clusters * u64::from(spc);
+        g
+    }
+
+    /// The areas before the data for a FAT of `fat_sectors`: the reserved
+    /// area is padded so the data region starts on a cluster (and
+    /// 2048-byte) boundary. No clusters yet.
+    fn with_fat(fat_type: FatType, spc: u32, fat_sectors: u32, root_entries: u32) -> Self {
+        let (reserved, root_entries) = match fat_type {
             FatType::Fat32 => (32u32, 0),
             _ => (1u32, root_entries),
         };
@@ -389,17 +420,70 @@ impl Geometry {
             reserved,
             fat_sectors,
             root_entries,
-            clusters,
+            clusters: 0,
             total_sectors: 0,
         };
         let rem = g.data_start() % align;
         if rem != 0 {
             // The pad is below `align`, at most 128 sectors.
-            reserved += (align - rem) as u32;
+            g.reserved += (align - rem) as u32;
         }
-        g.reserved = reserved;
-        g.total_sectors = g.data_start() + clusters * u64::from(spc);
         g
+    }
+
+    /// A volume of exactly `total` sectors. Readers count the clusters from
+    /// the BPB — (total − data start) / sectors per cluster — so the FAT
+    /// must hold that many entries plus the two reserved ones. The FAT is
+    /// the smallest that does, which is what the Microsoft FAT
+    /// specification's FATSz formula approximates; found exactly here by
+    /// bisection, since a larger FAT leaves fewer clusters and a smaller
+    /// one more. `None` when not even the FAT fits.
+    fn fixed(fat_type: FatType, spc: u32, total: u64, root_entries: u32) -> Option<Self> {
+        let with = |fat_sectors: u32| {
+            let mut g = Geometry::with_fat(fat_type, spc, fat_sectors, root_entries);
+            let start = g.data_start();
+            (start <= total).then(|| {
+                g.clusters = (total - start) / u64::from(spc);
+                g.total_sectors = total;
+                g
+            })
+        };
+        // Enough (or too much, past the volume's end): stop there.
+        let enough = |f: u32| with(f).is_none_or(|g| fat_type.entries_in(f) >= g.clusters + 2);
+        let (mut lo, mut hi) = (1u32, fat_type.sectors_for(total / u64::from(spc) + 2));
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if enough(mid) {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        with(lo).filter(|g| fat_type.entries_in(lo) >= g.clusters + 2)
+    }
+}
+
+impl FatType {
+    /// Sectors for a FAT of `entries` entries; 12-bit entries pack two to
+    /// three bytes.
+    fn sectors_for(self, entries: u64) -> u32 {
+        let bytes = match self {
+            FatType::Fat12 => (entries * 3).div_ceil(2),
+            FatType::Fat16 => entries * 2,
+            FatType::Fat32 => entries * 4,
+        };
+        // Volumes are below 2^41 bytes, so a FAT is below 2^32 sectors.
+        bytes.div_ceil(SECTOR) as u32
+    }
+
+    /// Entries that fit in a FAT of `sectors` sectors.
+    fn entries_in(self, sectors: u32) -> u64 {
+        let bytes = u64::from(sectors) * SECTOR;
+        match self {
+            FatType::Fat12 => bytes * 2 / 3,
+            FatType::Fat16 => bytes / 2,
+            FatType::Fat32 => bytes / 4,
+        }
     }
 }
 
@@ -631,11 +715,82 @@ fn label_bytes(label: Option<&str>) -> Result<Option<[u8; 11]>, FatError> {
     Ok(Some(out))
 }
 
-/// Writes the image.
+/// Writes the image into one buffer (for volumes that fit in memory; a
+/// writer that streams uses [`layout`]).
 pub fn build(files: &Files, opts: &FatOptions) -> Result<FatImage, FatError> {
+    let layout = layout(files, opts)?;
+    let mut bytes = vec![0u8; layout.len as usize];
+    for (offset, data) in &layout.metadata {
+        bytes[*offset as usize..*offset as usize + data.len()].copy_from_slice(data);
+    }
+    if !opts.sparse {
+        for (offset, data) in layout.file_data(files) {
+            bytes[offset as usize..offset as usize + data.len()].copy_from_slice(data);
+        }
+    }
+    Ok(FatImage {
+        bytes,
+        fat_type: layout.fat_type,
+        cluster_size: layout.cluster_size,
+        clusters: layout.clusters,
+        files: layout.files,
+    })
+}
+
+/// A volume laid out but not written: its metadata (boot sectors, the
+/// nonzero start of both FATs, directories) as pieces, and where each
+/// file's data goes. Everything else is zeros, so a 64 GiB volume costs
+/// what its files and directories do.
+#[derive(Debug, Clone)]
+pub struct FatLayout {
+    pub len: u64,
+    pub fat_type: FatType,
+    pub cluster_size: u32,
+    pub clusters: u64,
+    /// Each file's data, by the path it was added with.
+    pub files: BTreeMap<String, Extent>,
+    /// (offset, bytes) of everything but file data, in offset order.
+    pub metadata: Vec<(u64, Vec<u8>)>,
+}
+
+impl FatLayout {
+    /// Each non-empty file's data at its offset, from the `files` the
+    /// layout was made from.
+    pub fn file_data<'a>(&self, files: &'a Files) -> Vec<(u64, &'a [u8])> {
+        self.files
+            .iter()
+            .filter(|(_, e)| e.len > 0)
+            .filter_map(|(path, e)| files.get(path).map(|d| (e.offset, d)))
+            .collect()
+    }
+
+    /// The whole volume as pieces.
+    pub fn pieces<'a>(&'a self, files: &'a Files) -> Result<Pieces<'a>, PiecesError> {
+        let mut list: Vec<(u64, Cow<'a, [u8]>)> = self
+            .metadata
+            .iter()
+            .map(|(o, d)| (*o, Cow::Borrowed(d.as_slice())))
+            .collect();
+        list.extend(
+            self.file_data(files)
+                .into_iter()
+                .map(|(o, d)| (o, Cow::Borrowed(d))),
+        );
+        Pieces::from_unsorted(self.len, list)
+    }
+
+    /// The reserved sectors (boot sector, FSInfo and their backups): where
+    /// boot code such as syslinux's goes.
+    pub fn reserved_mut(&mut self) -> &mut [u8] {
+        &mut self.metadata[0].1
+    }
+}
+
+/// Lays out the volume.
+pub fn layout(files: &Files, opts: &FatOptions) -> Result<FatLayout, FatError> {
     let label = label_bytes(opts.label.as_deref())?;
     let arena = flatten(&files.root);
-    let cluster_bytes = match opts.cluster_size {
+    let default_cluster = match opts.cluster_size {
         Some(c) if c.is_power_of_two() && (512..=65536).contains(&c) => u64::from(c),
         Some(c) => return Err(FatError::ClusterSize(c)),
         None => {
@@ -649,6 +804,39 @@ pub fn build(files: &Files, opts: &FatOptions) -> Result<FatImage, FatError> {
             c
         }
     };
+    let first = plan(&arena, label.is_some(), opts, default_cluster);
+    let geometry = match first {
+        Ok(g) => g,
+        // A fixed size whose cluster count falls between two FAT types at
+        // the default cluster size (8 MiB is 4096 clusters of 2 KiB, right
+        // on the FAT12/16 boundary): other cluster sizes move the count
+        // clear of it. Sizes that worked before keep their layout.
+        Err(e @ (FatError::ClusterCount { .. } | FatError::BetweenTypes { .. }))
+            if opts.size.is_some() && opts.cluster_size.is_none() =>
+        {
+            let halves = (0..)
+                .map(|i| default_cluster >> (i + 1))
+                .take_while(|&c| c >= 512);
+            let doubles = (0..)
+                .map(|i| default_cluster << (i + 1))
+                .take_while(|&c| c <= 32768);
+            halves
+                .chain(doubles)
+                .find_map(|c| plan(&arena, label.is_some(), opts, c).ok())
+                .ok_or(e)?
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(write(&arena, &geometry, opts, label))
+}
+
+/// The geometry for the content at one cluster size.
+fn plan(
+    arena: &Arena<'_>,
+    label: bool,
+    opts: &FatOptions,
+    cluster_bytes: u64,
+) -> Result<Geometry, FatError> {
     let spc = (cluster_bytes / SECTOR) as u32;
 
     // Slots per directory; the root also holds the volume label.
@@ -658,7 +846,7 @@ pub fn build(files: &Files, opts: &FatOptions) -> Result<FatImage, FatError> {
         .enumerate()
         .map(|(i, d)| {
             let own = if i == 0 {
-                u64::from(label.is_some())
+                u64::from(label)
             } else {
                 2 // "." and ".."
             };
@@ -696,87 +884,81 @@ pub fn build(files: &Files, opts: &FatOptions) -> Result<FatImage, FatError> {
         Some(t) => vec![t],
         None => vec![FatType::Fat12, FatType::Fat16, FatType::Fat32],
     };
-    let geometry = match opts.size {
+    match opts.size {
         None => {
             let free = opts.free_bytes.div_ceil(cluster_bytes);
-            let mut chosen = None;
             for &t in &candidates {
                 let (min, max) = t.cluster_range();
                 let need = content(t) + free;
                 if need <= max {
-                    chosen = Some(Geometry::new(t, spc, need.max(min), root_entries_for(t)));
-                    break;
+                    return Ok(Geometry::new(t, spc, need.max(min), root_entries_for(t)));
                 }
             }
-            match chosen {
-                Some(g) => g,
-                None => {
-                    let t = *candidates.last().expect("non-empty");
+            let t = *candidates.last().expect("non-empty");
+            let (min, max) = t.cluster_range();
+            Err(FatError::ClusterCount {
+                bits: t.bits(),
+                clusters: content(t) + free,
+                min,
+                max,
+            })
+        }
+        Some(size) => {
+            let total = size / SECTOR;
+            let fits: Vec<(FatType, Option<Geometry>)> = candidates
+                .iter()
+                .map(|&t| (t, Geometry::fixed(t, spc, total, root_entries_for(t))))
+                .collect();
+            let count = |g: &Option<Geometry>| g.map_or(0, |g| g.clusters);
+            // The largest type whose cluster count, as every reader counts
+            // it from the size, fits that type.
+            let chosen = fits.iter().rev().find_map(|(t, g)| {
+                let (min, max) = t.cluster_range();
+                g.filter(|g| g.clusters >= min && g.clusters <= max)
+            });
+            let Some(g) = chosen else {
+                let (t0, g0) = fits[0];
+                let (min0, _) = t0.cluster_range();
+                if count(&g0) < min0 {
+                    let needed =
+                        Geometry::new(t0, spc, content(t0).max(min0), root_entries_for(t0))
+                            .total_sectors
+                            * SECTOR;
+                    return Err(FatError::TooSmall {
+                        size,
+                        needed: needed.max(size + SECTOR),
+                    });
+                }
+                if let [(t, g)] = fits.as_slice() {
                     let (min, max) = t.cluster_range();
                     return Err(FatError::ClusterCount {
                         bits: t.bits(),
-                        clusters: content(t) + free,
+                        clusters: count(g),
                         min,
                         max,
                     });
                 }
-            }
-        }
-        Some(size) => {
-            let total = size / SECTOR;
-            // The largest type whose cluster count fits the size; the FAT
-            // size depends on the count, so settle it by iterating.
-            let mut chosen = None;
-            for &t in candidates.iter().rev() {
-                let (min, max) = t.cluster_range();
-                let mut n = total / u64::from(spc);
-                for _ in 0..8 {
-                    let g = Geometry::new(t, spc, n, root_entries_for(t));
-                    if g.total_sectors <= total {
-                        break;
-                    }
-                    let over = (g.total_sectors - total).div_ceil(u64::from(spc));
-                    n = n.saturating_sub(over.max(1));
-                }
-                let g = Geometry::new(t, spc, n, root_entries_for(t));
-                if n >= min && n <= max && g.total_sectors <= total {
-                    chosen = Some((t, g));
-                    break;
-                }
-            }
-            let Some((t, mut g)) = chosen else {
-                let t = *candidates.last().expect("non-empty");
-                let (min, max) = t.cluster_range();
-                let needed = Geometry::new(t, spc, content(t).max(min), root_entries_for(t))
-                    .total_sectors
-                    * SECTOR;
-                if needed > size {
-                    return Err(FatError::TooSmall { size, needed });
-                }
-                return Err(FatError::ClusterCount {
-                    bits: t.bits(),
-                    clusters: total / u64::from(spc),
-                    min,
-                    max,
+                return Err(FatError::BetweenTypes {
+                    size,
+                    clusters: count(&g0),
+                    cluster_bytes,
                 });
             };
+            let t = g.fat_type;
             if content(t) > g.clusters {
                 let needed =
                     Geometry::new(t, spc, content(t), root_entries_for(t)).total_sectors * SECTOR;
                 return Err(FatError::TooSmall { size, needed });
             }
-            // Sectors past the last whole cluster stay in the volume, unused.
-            g.total_sectors = total;
-            g
+            Ok(g)
         }
-    };
-    Ok(write(&arena, &geometry, opts, label))
+    }
 }
 
-fn write(arena: &Arena<'_>, g: &Geometry, opts: &FatOptions, label: Option<[u8; 11]>) -> FatImage {
+fn write(arena: &Arena<'_>, g: &Geometry, opts: &FatOptions, label: Option<[u8; 11]>) -> FatLayout {
     let cluster_bytes = g.cluster_bytes();
-    let mut img = vec![0u8; (g.total_sectors * SECTOR) as usize];
     let (date, time) = dos_datetime(opts.time);
+    let mut metadata: Vec<(u64, Vec<u8>)> = Vec::new();
 
     // Hand out clusters in pre-order: a directory, then its entries.
     let mut alloc = Allocator {
@@ -799,27 +981,40 @@ fn write(arena: &Arena<'_>, g: &Geometry, opts: &FatOptions, label: Option<[u8; 
     } = alloc;
     let used = next - 2;
 
-    // Boot sector.
-    let bs = &mut img[..512];
-    write_bpb(bs, g, opts, label);
+    // The reserved sectors: boot sector, and on FAT32 FSInfo and backups.
+    let mut head = vec![0u8; g.reserved as usize * SECTOR as usize];
+    write_bpb(&mut head[..512], g, opts, label);
     if g.fat_type == FatType::Fat32 {
         // FSInfo at sector 1 and backups of both at sectors 6 and 7.
-        let fsinfo = &mut img[512..1024];
+        let fsinfo = &mut head[512..1024];
         fsinfo[0..4].copy_from_slice(&0x4161_5252u32.to_le_bytes()); // lead signature
         fsinfo[484..488].copy_from_slice(&0x6141_7272u32.to_le_bytes()); // struct signature
         // Free count and next free hint; the counts fit 28 bits.
         fsinfo[488..492].copy_from_slice(&((g.clusters - used) as u32).to_le_bytes());
         fsinfo[492..496].copy_from_slice(&(next as u32).to_le_bytes());
         fsinfo[508..512].copy_from_slice(&0xAA55_0000u32.to_le_bytes()); // trail signature
-        let (head, tail) = img.split_at_mut(6 * 512);
-        tail[..1024].copy_from_slice(&head[..1024]);
+        let (first, backup) = head.split_at_mut(6 * 512);
+        backup[..1024].copy_from_slice(&first[..1024]);
     }
+    metadata.push((0, head));
 
-    // The FATs.
+    // The FATs: only the entries up to the last allocated cluster are not
+    // zero, so only those sectors are written.
     let fat_start = u64::from(g.reserved) * SECTOR;
     let fat_len = u64::from(g.fat_sectors) * SECTOR;
     {
-        let fat = &mut img[fat_start as usize..(fat_start + fat_len) as usize];
+        let entry_bytes = match g.fat_type {
+            FatType::Fat12 => (next * 3).div_ceil(2) + 1,
+            FatType::Fat16 => next * 2,
+            FatType::Fat32 => next * 4,
+        };
+        let mut fat = vec![
+            0u8;
+            entry_bytes
+                .div_ceil(SECTOR)
+                .saturating_mul(SECTOR)
+                .min(fat_len) as usize
+        ];
         let mut set = |cluster: u64, value: u32| match g.fat_type {
             FatType::Fat12 => {
                 let at = (cluster + cluster / 2) as usize;
@@ -855,11 +1050,11 @@ fn write(arena: &Arena<'_>, g: &Geometry, opts: &FatOptions, label: Option<[u8; 
             }
             set(start + n - 1, eoc);
         }
+        metadata.push((fat_start, fat.clone()));
+        metadata.push((fat_start + fat_len, fat));
     }
-    let (first, rest) = img.split_at_mut((fat_start + fat_len) as usize);
-    rest[..fat_len as usize].copy_from_slice(&first[fat_start as usize..]);
 
-    // Directories and file data.
+    // Directories.
     let data_start = g.data_start() * SECTOR;
     let cluster_offset = |c: u64| data_start + (c - 2) * cluster_bytes;
     let root_offset = if g.fat_type == FatType::Fat32 {
@@ -867,7 +1062,6 @@ fn write(arena: &Arena<'_>, g: &Geometry, opts: &FatOptions, label: Option<[u8; 
     } else {
         (u64::from(g.reserved) + 2 * u64::from(g.fat_sectors)) * SECTOR
     };
-    let mut extents = BTreeMap::new();
     for (i, listing) in arena.dirs.iter().enumerate() {
         let mut out: Vec<u8> = Vec::new();
         if i == 0 {
@@ -939,19 +1133,16 @@ fn write(arena: &Arena<'_>, g: &Geometry, opts: &FatOptions, label: Option<[u8; 
         } else {
             cluster_offset(dir_cluster[i])
         };
-        img[at as usize..at as usize + out.len()].copy_from_slice(&out);
+        if !out.is_empty() {
+            metadata.push((at, out));
+        }
     }
+    metadata.sort_by_key(|(o, _)| *o);
+    let mut extents = BTreeMap::new();
     for (path, data) in &arena.files {
-        let offset = match file_cluster.get(path.as_str()) {
-            Some(&c) => {
-                let at = cluster_offset(c);
-                if !opts.sparse {
-                    img[at as usize..at as usize + data.len()].copy_from_slice(data);
-                }
-                at
-            }
-            None => 0,
-        };
+        let offset = file_cluster
+            .get(path.as_str())
+            .map_or(0, |&c| cluster_offset(c));
         extents.insert(
             path.clone(),
             Extent {
@@ -960,12 +1151,13 @@ fn write(arena: &Arena<'_>, g: &Geometry, opts: &FatOptions, label: Option<[u8; 
             },
         );
     }
-    FatImage {
-        bytes: img,
+    FatLayout {
+        len: g.total_sectors * SECTOR,
         fat_type: g.fat_type,
         cluster_size: cluster_bytes as u32,
         clusters: g.clusters,
         files: extents,
+        metadata,
     }
 }
 
@@ -1214,7 +1406,12 @@ mod tests {
         assert_eq!(&lfn[28..32], &[0xFF, 0xFF, 0xFF, 0xFF]); // padding after the NUL
         let short = &d[96..128];
         assert_eq!(&short[0..11], b"MIXED~1 CAS");
-        assert_eq!(lfn[13], lfn_checksum(b"MIXED~1 CAS"));
+        // The checksum of "MIXED~1 CAS" by the FAT specification's own loop
+        // (§7.2: Sum = ((Sum & 1) ? 0x80 : 0) + (Sum >> 1) + *name++),
+        // worked by hand, not by our function; mtools, which ignores a long
+        // entry whose checksum does not match, checks it too
+        // (tests/fat_referee.rs).
+        assert_eq!(lfn[13], 0xAA);
         assert_eq!(&short[26..28], &[0, 0]); // empty file: no cluster
         // "ldlinux.sys": an 8.3 name in lower case, flagged, no long entry.
         let ld = &d[32..64];

@@ -183,7 +183,17 @@ impl Gpt {
                 sectors: disk.len() as u64 / SECTOR,
             });
         }
-        let sectors = disk.len() as u64 / SECTOR;
+        for (offset, bytes) in self.pieces(disk.len() as u64 / SECTOR)? {
+            disk[offset as usize..offset as usize + bytes.len()].copy_from_slice(&bytes);
+        }
+        Ok(())
+    }
+
+    /// What [`Gpt::write`] writes on a disk of `sectors` sectors, as
+    /// (byte offset, bytes): the MBR, the primary header with the array,
+    /// the backup array with its header. The rest of the disk is not
+    /// touched, so a disk of any size costs the same.
+    pub fn pieces(&self, sectors: u64) -> Result<Vec<(u64, Vec<u8>)>, GptError> {
         if sectors < FIRST_USABLE + 1 + ARRAY_SECTORS + 1 {
             return Err(GptError::DiskTooSmall { sectors });
         }
@@ -240,11 +250,10 @@ impl Gpt {
             last,
             array_crc,
         );
-        let at = |lba: u64| (lba * SECTOR) as usize;
-        disk[at(1)..at(2)].copy_from_slice(&primary);
-        disk[at(2)..at(2) + array.len()].copy_from_slice(&array);
-        disk[at(backup_array)..at(backup_array) + array.len()].copy_from_slice(&array);
-        disk[at(sectors - 1)..].copy_from_slice(&backup);
+        let mut front = primary.to_vec();
+        front.extend_from_slice(&array);
+        let mut back = array;
+        back.extend_from_slice(&backup);
 
         let mut entries = Vec::new();
         match &self.mbr {
@@ -281,12 +290,13 @@ impl Gpt {
                 }
             }
         }
-        write_mbr(
-            &mut disk[..512],
-            &self.boot_code,
-            self.disk_signature,
-            &entries,
-        )
+        let mut mbr = vec![0u8; SECTOR as usize];
+        write_mbr(&mut mbr, &self.boot_code, self.disk_signature, &entries)?;
+        Ok(vec![
+            (0, mbr),
+            (SECTOR, front),
+            (backup_array * SECTOR, back),
+        ])
     }
 }
 

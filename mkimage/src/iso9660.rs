@@ -23,6 +23,8 @@ use std::io::{self, Write};
 
 use thiserror::Error;
 
+use crate::pieces::{Pieces, PiecesError};
+
 use crate::gpt::{MbrEntry, mbr_types, write_mbr};
 
 pub const BLOCK: u64 = 2048;
@@ -156,6 +158,17 @@ impl IsoImage<'_> {
             at = offset + data.len() as u64;
         }
         zeros(w, self.len - at)
+    }
+
+    /// The image as pieces.
+    pub fn pieces(&self) -> Result<Pieces<'_>, PiecesError> {
+        let mut list = vec![(0, Cow::Borrowed(self.head.as_slice()))];
+        list.extend(
+            self.parts
+                .iter()
+                .map(|(o, d)| (*o, Cow::Borrowed(d.as_ref()))),
+        );
+        Pieces::from_unsorted(self.len, list)
     }
 
     /// The image as one buffer.

@@ -104,6 +104,27 @@ impl KernelTree {
         })
     }
 
+    /// Every file of the tree mkimage knows of (the modules and
+    /// `modules.builtin`): an output must be none of them.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = self
+            .modules
+            .values()
+            .map(|rel| self.dir.join(rel))
+            .collect();
+        v.push(self.dir.join("modules.builtin"));
+        v
+    }
+
+    /// The machine the modules are for, from the first module's ELF header
+    /// (`None` for a tree without modules, or one whose first module
+    /// cannot be read as ELF).
+    pub fn arch(&self) -> Option<crate::arch::Arch> {
+        let rel = self.modules.values().next()?;
+        let elf = read_uncompressed(&self.dir.join(rel)).ok()?;
+        crate::inspect::elf(&elf)?.ok()?.arch()
+    }
+
     /// Number of module files in the tree.
     pub fn len(&self) -> usize {
         self.modules.len()
@@ -162,7 +183,25 @@ fn walk(dir: &Path, rel: &Path, out: &mut BTreeMap<String, PathBuf>) -> Result<(
     Ok(())
 }
 
-/// Reads a module file, undoing xz, zstd or gzip compression.
+/// The name a module has in an image: `net/virtio_net.ko.xz` →
+/// `net/virtio_net.ko`. Images hold every module uncompressed (the archive
+/// is compressed as a whole), so the init needs no decoders and the kernel
+/// no `CONFIG_MODULE_DECOMPRESS`.
+pub fn uncompressed_name(rel: &Path) -> PathBuf {
+    let name = rel.to_string_lossy();
+    for suffix in [".xz", ".zst", ".gz"] {
+        if let Some(stem) = name.strip_suffix(suffix)
+            && stem.ends_with(".ko")
+        {
+            return PathBuf::from(stem);
+        }
+    }
+    rel.to_owned()
+}
+
+/// Reads a module file, undoing xz, zstd or gzip compression. kbuild signs
+/// a module before it compresses it, so the bytes returned end with the
+/// signature (`~Module signature appended~`) exactly as the kernel checks it.
 pub fn read_uncompressed(path: &Path) -> std::io::Result<Vec<u8>> {
     let raw = std::fs::read(path)?;
     let name = path.to_string_lossy();
@@ -194,5 +233,52 @@ mod tests {
             Some("net_failover")
         );
         assert_eq!(module_name("modules.order"), None);
+    }
+
+    #[test]
+    fn image_names_drop_the_compression_suffix() {
+        let table = [
+            ("kernel/net/core/failover.ko", "kernel/net/core/failover.ko"),
+            (
+                "kernel/drivers/net/virtio_net.ko.xz",
+                "kernel/drivers/net/virtio_net.ko",
+            ),
+            ("kernel/fs/ext4/ext4.ko.zst", "kernel/fs/ext4/ext4.ko"),
+            ("kernel/fs/vfat.ko.gz", "kernel/fs/vfat.ko"),
+            // Only a module's own suffix goes.
+            ("kernel/odd.xz", "kernel/odd.xz"),
+        ];
+        for (rel, want) in table {
+            assert_eq!(uncompressed_name(Path::new(rel)), Path::new(want), "{rel}");
+        }
+    }
+
+    #[test]
+    fn compressed_modules_read_back_byte_for_byte() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        // An ELF-looking body with a module signature trailer, as kbuild
+        // leaves it before compressing.
+        let mut module = b"\x7fELF".to_vec();
+        module.extend((0..5000u32).map(|i| (i * 7 % 251) as u8));
+        module.extend_from_slice(b"~Module signature appended~\n");
+        let xz = dir.path().join("m.ko.xz");
+        let mut e = xz2::write::XzEncoder::new(Vec::new(), 6);
+        e.write_all(&module).unwrap();
+        std::fs::write(&xz, e.finish().unwrap()).unwrap();
+        let zst = dir.path().join("m.ko.zst");
+        std::fs::write(&zst, zstd::encode_all(&module[..], 19).unwrap()).unwrap();
+        let gz = dir.path().join("m.ko.gz");
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(&module).unwrap();
+        std::fs::write(&gz, e.finish().unwrap()).unwrap();
+        for path in [xz, zst, gz] {
+            assert_eq!(
+                read_uncompressed(&path).unwrap(),
+                module,
+                "{}",
+                path.display()
+            );
+        }
     }
 }

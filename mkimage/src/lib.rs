@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod arch;
+pub mod authenticode;
 pub mod cdrom;
 pub mod compress;
 pub mod cpio;
@@ -12,11 +13,16 @@ pub mod esp;
 pub mod fat;
 pub mod gpt;
 pub mod initramfs;
+pub mod inspect;
 pub mod iso9660;
+pub mod kconfig;
 pub mod kmod;
 pub mod menu;
+pub mod output;
+pub mod pieces;
 pub mod profile;
 pub mod qcow2;
+pub mod secureboot;
 pub mod sources;
 pub mod spec;
 pub mod syslinux;

@@ -2,7 +2,6 @@
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -15,7 +14,9 @@ use mkimage::fat::{self, FatOptions, FatType};
 use mkimage::gpt::Guid;
 use mkimage::initramfs::{self, Inputs};
 use mkimage::kmod::KernelTree;
+use mkimage::output::Output;
 use mkimage::profile::Profile;
+use mkimage::qcow2::{Raw, RawFile};
 use mkimage::sources::Sources;
 use mkimage::spec::Spec;
 use mkimage::uki;
@@ -23,9 +24,14 @@ use mkimage::uki;
 /// Packs the Phase Boot init into images. Every output is bit-identical for
 /// the same inputs and SOURCE_DATE_EPOCH.
 #[derive(Parser)]
-#[command(name = "mkimage", version)]
+#[command(
+    name = "mkimage",
+    version,
+    after_help = "Run `mkimage <command> --help` for a command's options and examples; mkimage/README.md has the formats, the spec keys and where outputs go."
+)]
 struct Cli {
-    /// Print a JSON summary on standard output instead of a human one.
+    /// Print a JSON summary instead of a human one (on standard output, or
+    /// standard error when the image goes to standard output).
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -35,16 +41,53 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Write an initramfs (newc cpio, optionally compressed) from a spec.
+    #[command(after_help = "Examples:
+  mkimage cpio --spec initramfs/netboot.toml \\
+      --input init=target/x86_64-unknown-linux-musl/init/init \\
+      --input release-key=keys/release.pub \\
+      --kernel-tree /tmp/linux-image-6.1.0-57-amd64 --out initrd.cpio.zst
+  mkimage cpio --spec initramfs/base.toml --input init=./init --compress none --out - | cpio -t
+
+Spec keys are listed in mkimage/README.md (\"Initramfs specs\").")]
     Cpio(CpioArgs),
     /// Write a unified kernel image: systemd-stub + kernel + initramfs.
+    #[command(after_help = "Examples:
+  mkimage uki --kernel vmlinuz --initrd initrd.cpio.zst --cmdline \"console=ttyS0\" --out phase.efi
+  mkimage uki --kernel Image --initrd initrd.cpio.zst \\
+      --stub /usr/lib/systemd/boot/efi/linuxaa64.efi.stub --dtb board.dtb --out phase.efi
+
+Without --stub, systemd-stub is looked up in /usr/lib/systemd/boot/efi/
+(Debian's systemd-boot-efi; for arm64 on an amd64 host,
+systemd-boot-efi:arm64), then in the package cargo xtask unpacks under
+target/debian/; the summary names the file used.")]
     Uki(UkiArgs),
     /// Write an EFI system partition image (FAT) that boots the kernel(s).
+    #[command(after_help = "Examples:
+  mkimage esp --kernel vmlinuz --initrd initrd.cpio.zst --free 4M --out esp.img
+  mkimage esp --direct --kernel vmlinuz --initrd initrd.cpio.zst --size 64M --out /dev/sdb1
+  mkimage esp --profile m-series --kernel Image --initrd initrd.cpio.zst --dtb-dir dtbs/ --out esp.img")]
     Esp(EspArgs),
     /// Write a hybrid USB disk image (GPT + ESP, syslinux for BIOS) for dd.
+    #[command(after_help = "Examples:
+  mkimage usb --kernel vmlinuz --initrd initrd.cpio.zst --out usb.img
+  mkimage usb --kernel vmlinuz --initrd initrd.cpio.zst --size 4G --out /dev/sdb   # a USB stick
+  mkimage usb --profile xsc --kernel base=vmlinuz-base --kernel cfi-compat=vmlinuz-cfi \\
+      --initrd initrd.cpio.zst --hybrid-mbr --out usb.img")]
     Usb(UsbArgs),
     /// Write a bootable ISO9660 image (El Torito BIOS + UEFI, isohybrid).
+    #[command(after_help = "Examples:
+  mkimage iso --kernel vmlinuz --initrd initrd.cpio.zst --out phase.iso
+  mkimage iso --kernel Image --initrd initrd.cpio.zst --append \"phase.channel=beta\" --out phase.iso
+  mkimage iso --kernel vmlinuz --initrd initrd.cpio.zst --root-image root.squashfs --out live.iso
+
+With --root-image the ISO is a live medium: the image (squashfs or erofs)
+is stored as /LiveOS/squashfs.img and every entry boots
+root=live:CDLABEL=PHASE_BOOT, an overlay over it.")]
     Iso(IsoArgs),
     /// Write the USB disk image as qcow2 (for VMs), or convert a raw image.
+    #[command(after_help = "Examples:
+  mkimage qcow2 --kernel vmlinuz --initrd initrd.cpio.zst --size 8G --out disk.qcow2
+  mkimage qcow2 --from-raw usb.img --out disk.qcow2")]
     Qcow2(Qcow2Args),
 }
 
@@ -64,6 +107,13 @@ struct IsoArgs {
     boot: BootArgs,
     #[command(flatten)]
     bios: BiosArgs,
+    /// A root image (squashfs or erofs) to boot live from the ISO: stored as
+    /// /LiveOS/squashfs.img, every entry gets root=live:CDLABEL=PHASE_BOOT.
+    #[arg(long, value_name = "FILE")]
+    root_image: Option<PathBuf>,
+    /// Where to write: a file (replaced only once complete; never an
+    /// input), a block device (written in place when nothing mounts it),
+    /// or - for standard output.
     #[arg(long, short)]
     out: PathBuf,
 }
@@ -122,6 +172,9 @@ struct UsbArgs {
     /// that only boot an active partition.
     #[arg(long)]
     hybrid_mbr: bool,
+    /// Where to write: a file (replaced only once complete; never an
+    /// input), a block device (written in place when nothing mounts it),
+    /// or - for standard output.
     #[arg(long, short)]
     out: PathBuf,
 }
@@ -165,6 +218,56 @@ struct BootArgs {
     /// Seconds the boot menus wait (default: the profile's).
     #[arg(long)]
     timeout: Option<u32>,
+    #[command(flatten)]
+    key: KeyArgs,
+    /// Secure Boot on stock PCs: Debian's Microsoft-signed shim as the boot
+    /// file, our signed loader as the grub*.efi it starts, MokManager and
+    /// our certificate beside them (needs --sign).
+    #[arg(long, requires = "sign")]
+    shim: bool,
+    /// Where shim{x64,aa64}.efi.signed and mm{x64,aa64}.efi.signed are.
+    #[arg(long, value_name = "DIR", default_value = mkimage::secureboot::DEBIAN_SHIM_DIR)]
+    shim_dir: PathBuf,
+    /// The kernel's config to check against the profile, for a kernel built
+    /// without IKCONFIG; NAME=FILE per variant. Default: the image's own.
+    #[arg(long = "kernel-config", value_name = "[NAME=]FILE")]
+    kernel_configs: Vec<String>,
+    /// Build even when a kernel fails the profile's fatal checks.
+    #[arg(long)]
+    force: bool,
+}
+
+/// Secure Boot signing.
+#[derive(clap::Args)]
+struct KeyArgs {
+    /// Sign the UKIs and systemd-boot (Authenticode) with this RSA key
+    /// (PEM, PKCS#8 or PKCS#1; from `phase keygen --secure-boot`).
+    #[arg(long, value_name = "KEY", requires = "cert")]
+    sign: Option<PathBuf>,
+    /// The signing key's X.509 certificate (PEM or DER).
+    #[arg(long, value_name = "CERT", requires = "sign")]
+    cert: Option<PathBuf>,
+}
+
+impl KeyArgs {
+    /// The key and certificate, as inputs an output must not be.
+    fn inputs(&self) -> Vec<(String, PathBuf)> {
+        let mut inputs = Vec::new();
+        if let Some(key) = &self.sign {
+            inputs.push(("signing key".to_owned(), key.clone()));
+        }
+        if let Some(cert) = &self.cert {
+            inputs.push(("signing certificate".to_owned(), cert.clone()));
+        }
+        inputs
+    }
+
+    fn signer(&self) -> Result<Option<mkimage::authenticode::Signer>> {
+        match (&self.sign, &self.cert) {
+            (Some(key), Some(cert)) => Ok(Some(mkimage::authenticode::Signer::load(key, cert)?)),
+            _ => Ok(None),
+        }
+    }
 }
 
 impl BootArgs {
@@ -195,9 +298,53 @@ impl BootArgs {
     }
 
     fn load(&self, build_time: u64) -> Result<BootSet> {
-        Ok(self
+        let mut boot = self
             .sources()?
-            .load(self.profile, &build_time.to_string())?)
+            .load(self.profile, &build_time.to_string())?;
+        self.check_kernels(&boot)?;
+        if let Some(signer) = self.key.signer()? {
+            let shim = self
+                .shim
+                .then(|| mkimage::secureboot::Shim::load(&self.shim_dir, boot.arch))
+                .transpose()?;
+            boot.secure_boot = Some(mkimage::secureboot::SecureBoot { signer, shim });
+            boot.inputs.extend(self.key.inputs());
+        }
+        Ok(boot)
+    }
+
+    /// Each kernel against the profile (kconfigs/), before anything is
+    /// built: fatal findings refuse the image unless --force.
+    fn check_kernels(&self, boot: &BootSet) -> Result<()> {
+        let mut configs = BTreeMap::new();
+        for k in &self.kernel_configs {
+            let (name, path) = match k.split_once('=') {
+                Some((n, p)) if !n.is_empty() && !n.contains('/') => (n.to_owned(), p),
+                _ => (boot.variants[0].name.clone(), k.as_str()),
+            };
+            let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+            configs.insert(name, bytes);
+        }
+        if let Some(name) = configs
+            .keys()
+            .find(|n| !boot.variants.iter().any(|v| &v.name == *n))
+        {
+            bail!("--kernel-config {name}=…: there is no kernel variant {name:?}");
+        }
+        let mut checks = Vec::new();
+        for v in &boot.variants {
+            let config = configs.get(&v.name).map(Vec::as_slice);
+            checks.push(mkimage::kconfig::check_kernel(
+                self.profile,
+                &v.name,
+                &v.kernel,
+                config,
+            )?);
+        }
+        for line in mkimage::kconfig::verdict(self.profile, &checks, self.force)? {
+            eprintln!("mkimage: {line}");
+        }
+        Ok(())
     }
 }
 
@@ -209,6 +356,7 @@ struct UkiArgs {
     /// The kernel: bzImage or arm64 Image, with EFI stub.
     #[arg(long)]
     kernel: PathBuf,
+    /// The initramfs (e.g. from `mkimage cpio`).
     #[arg(long)]
     initrd: PathBuf,
     /// The embedded command line; without it the boot loader's options apply.
@@ -217,6 +365,11 @@ struct UkiArgs {
     /// A device tree to embed (.dtb).
     #[arg(long)]
     dtb: Option<PathBuf>,
+    #[command(flatten)]
+    key: KeyArgs,
+    /// Where to write: a file (replaced only once complete; never an
+    /// input), a block device (written in place when nothing mounts it),
+    /// or - for standard output.
     #[arg(long, short)]
     out: PathBuf,
 }
@@ -234,6 +387,9 @@ struct EspArgs {
     /// Force FAT12, FAT16 or FAT32 (12, 16, 32).
     #[arg(long, value_parser = parse_fat)]
     fat: Option<FatType>,
+    /// Where to write: a file (replaced only once complete; never an
+    /// input), a block device (written in place when nothing mounts it),
+    /// or - for standard output.
     #[arg(long, short)]
     out: PathBuf,
 }
@@ -253,10 +409,16 @@ struct CpioArgs {
     /// Which release under lib/modules, when the tree holds several.
     #[arg(long)]
     kernel_release: Option<String>,
+    /// The machine the image is for (x86_64 or aarch64); every ELF file in
+    /// it must match. Default: the kernel modules' machine, else /init's.
+    #[arg(long)]
+    arch: Option<Arch>,
     /// none, gzip, zstd or xz.
     #[arg(long, default_value = "zstd")]
     compress: Compression,
-    /// Where to write the archive.
+    /// Where to write: a file (replaced only once complete; never an
+    /// input), a block device (written in place when nothing mounts it),
+    /// or - for standard output.
     #[arg(long, short)]
     out: PathBuf,
 }
@@ -316,65 +478,102 @@ fn run(cli: Cli) -> Result<()> {
 
 fn qcow2(args: Qcow2Args, json: bool) -> Result<()> {
     let build_time = mkimage::build_time().map_err(anyhow::Error::msg)?;
-    let out = args.usb.out.clone();
-    let raw = match &args.from_raw {
-        Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-        None => usb_image(&args.usb, build_time)?.1.bytes,
+    let out = Out::new(&args.usb.out, json)?;
+    let (plan, virtual_bytes) = match &args.from_raw {
+        Some(path) => {
+            out.refuse(&[("raw image".to_owned(), path.clone())])?;
+            let raw = RawFile::open(path).with_context(|| format!("reading {}", path.display()))?;
+            let plan = mkimage::qcow2::plan(&raw)
+                .with_context(|| format!("converting {}", path.display()))?;
+            out.write(plan.file_len(), |s| plan.write_to(&raw, s))?;
+            (plan, raw.size())
+        }
+        None => {
+            let (boot, bios, layout) = usb_layout(&args.usb, build_time)?;
+            out.refuse(&inputs_of(&boot, bios.as_ref().map(|b| &b.inputs)))?;
+            let pieces = layout.pieces()?;
+            let plan = mkimage::qcow2::plan(&pieces)?;
+            out.write(plan.file_len(), |s| plan.write_to(&pieces, s))?;
+            (plan, layout.len)
+        }
     };
-    let bytes = mkimage::qcow2::from_raw(&raw)?;
-    write_output(&out, &bytes, json)?;
-    report(
-        json,
-        serde_json::json!({
-            "format": "qcow2",
-            "out": out,
-            "bytes": bytes.len(),
-            "virtual_bytes": raw.len(),
-            "build_time": build_time,
-        }),
-    );
+    out.report(serde_json::json!({
+        "format": "qcow2",
+        "out": args.usb.out,
+        "bytes": plan.file_len(),
+        "virtual_bytes": virtual_bytes,
+        "build_time": build_time,
+    }));
     Ok(())
 }
 
-fn iso(args: IsoArgs, json: bool) -> Result<()> {
+/// Every input of a boot image, as (what, path).
+fn inputs_of(boot: &BootSet, bios: Option<&Vec<(String, PathBuf)>>) -> Vec<(String, PathBuf)> {
+    let mut v = boot.inputs.clone();
+    v.extend(bios.into_iter().flatten().cloned());
+    v
+}
+
+fn iso(mut args: IsoArgs, json: bool) -> Result<()> {
     let build_time = mkimage::build_time().map_err(anyhow::Error::msg)?;
+    let out = Out::new(&args.out, json)?;
+    let root_image = match &args.root_image {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("reading the root image {}", path.display()))?;
+            mkimage::inspect::root_image(&bytes, &path.display().to_string())?;
+            let live = format!("root=live:CDLABEL={}", mkimage::cdrom::VOLUME_ID);
+            args.boot.append = format!("{} {live}", args.boot.append).trim().to_owned();
+            Some(bytes)
+        }
+        None => None,
+    };
     let boot = args.boot.load(build_time)?;
     let bios = match boot.arch {
         Arch::X86_64 => Some(args.bios.sources().iso()?),
         Arch::Aarch64 => None,
     };
-    let image = mkimage::cdrom::build(
-        &boot,
-        bios.as_ref(),
-        &mkimage::cdrom::CdromOptions {
-            seed: seed("iso", build_time, &boot),
-            time: build_time,
-        },
-    )?;
-    write_stream(&args.out, image.len, json, |w| image.write_to(w))?;
-    report(
-        json,
-        serde_json::json!({
-            "format": "iso",
-            "out": args.out,
-            "bytes": image.len,
-            "arch": boot.arch.to_string(),
-            "profile": args.boot.profile.to_string(),
-            "bios": bios.is_some(),
-            "entries": boot.menu.entries.len(),
-            "build_time": build_time,
-        }),
+    let mut inputs = inputs_of(&boot, bios.as_ref().map(|b| &b.inputs));
+    inputs.extend(
+        args.root_image
+            .iter()
+            .map(|p| ("root image".to_owned(), p.clone())),
     );
+    out.refuse(&inputs)?;
+    let options = mkimage::cdrom::CdromOptions {
+        seed: seed("iso", build_time, &boot),
+        time: build_time,
+        root_image,
+    };
+    let image = mkimage::cdrom::build(&boot, bios.as_ref(), &options)?;
+    let pieces = image.pieces()?;
+    out.write(pieces.len, |s| pieces.write_to(s))?;
+    out.report(serde_json::json!({
+        "format": "iso",
+        "stub": boot.stub_path,
+        "systemd_boot": boot.systemd_boot_path,
+        "out": args.out,
+        "bytes": image.len,
+        "arch": boot.arch.to_string(),
+        "profile": args.boot.profile.to_string(),
+        "bios": bios.is_some(),
+        "entries": boot.menu.entries.len(),
+        "live": args.root_image.is_some(),
+        "build_time": build_time,
+    }));
     Ok(())
 }
 
-fn usb_image(args: &UsbArgs, build_time: u64) -> Result<(BootSet, mkimage::usb::UsbImage)> {
+fn usb_layout(
+    args: &UsbArgs,
+    build_time: u64,
+) -> Result<(BootSet, Option<mkimage::usb::Bios>, mkimage::usb::UsbLayout)> {
     let boot = args.boot.load(build_time)?;
     let bios = match boot.arch {
         Arch::X86_64 => Some(args.bios.sources().usb(args.hybrid_mbr)?),
         Arch::Aarch64 => None,
     };
-    let image = mkimage::usb::build(
+    let layout = mkimage::usb::layout(
         &boot,
         bios.as_ref(),
         &mkimage::usb::UsbOptions {
@@ -386,109 +585,117 @@ fn usb_image(args: &UsbArgs, build_time: u64) -> Result<(BootSet, mkimage::usb::
             time: build_time,
         },
     )?;
-    Ok((boot, image))
+    Ok((boot, bios, layout))
 }
 
 fn usb(args: UsbArgs, json: bool) -> Result<()> {
     let build_time = mkimage::build_time().map_err(anyhow::Error::msg)?;
-    let (boot, image) = usb_image(&args, build_time)?;
-    write_output(&args.out, &image.bytes, json)?;
-    report(
-        json,
-        serde_json::json!({
-            "format": "usb",
-            "out": args.out,
-            "bytes": image.bytes.len(),
-            "arch": boot.arch.to_string(),
-            "profile": args.boot.profile.to_string(),
-            "fat": image.fat_type.bits(),
-            "esp_offset": image.esp_offset,
-            "esp_bytes": image.esp_len,
-            "mbr": if args.hybrid_mbr { "hybrid" } else { "protective" },
-            "entries": boot.menu.entries.len(),
-            "build_time": build_time,
-        }),
-    );
+    let out = Out::new(&args.out, json)?;
+    let (boot, bios, layout) = usb_layout(&args, build_time)?;
+    out.refuse(&inputs_of(&boot, bios.as_ref().map(|b| &b.inputs)))?;
+    let pieces = layout.pieces()?;
+    out.write(pieces.len, |s| pieces.write_to(s))?;
+    out.report(serde_json::json!({
+        "format": "usb",
+        "stub": boot.stub_path,
+        "systemd_boot": boot.systemd_boot_path,
+        "out": args.out,
+        "bytes": layout.len,
+        "arch": boot.arch.to_string(),
+        "profile": args.boot.profile.to_string(),
+        "fat": layout.fat_type.bits(),
+        "esp_offset": layout.esp_offset,
+        "esp_bytes": layout.esp_len,
+        "mbr": if args.hybrid_mbr { "hybrid" } else { "protective" },
+        "entries": boot.menu.entries.len(),
+        "build_time": build_time,
+    }));
     Ok(())
 }
 
-/// Inputs and outputs past this size get a progress bar (on a terminal).
+/// Outputs past this size get a progress bar (on a terminal).
 const PROGRESS_THRESHOLD: u64 = 32 << 20;
 
-/// Writes the output in chunks, with a progress bar for large images.
-fn write_output(path: &Path, bytes: &[u8], json: bool) -> Result<()> {
-    write_stream(path, bytes.len() as u64, json, |w| {
-        for chunk in bytes.chunks(4 << 20) {
-            w.write_all(chunk)?;
-        }
-        Ok(())
-    })
-}
-
-/// Creates `path` and lets `fill` write its `len` bytes, through a progress
-/// bar when the output is large and stderr a terminal.
-fn write_stream(
-    path: &Path,
-    len: u64,
+/// Where the image goes, and how the summary is printed.
+struct Out {
+    output: Output,
     json: bool,
-    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> Result<()> {
-    // An existing output is rewritten in place and then cut to length,
-    // rather than truncated first: a rebuild then reuses the file's cached
-    // pages instead of freeing and allocating them again (a third of the
-    // time of an ISO rebuild), and a block device is written the same way.
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    let handle = file
-        .try_clone()
-        .with_context(|| format!("opening {}", path.display()))?;
-    let bar = if !json && len >= PROGRESS_THRESHOLD {
-        let bar = indicatif::ProgressBar::new(len);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-            )
-            .expect("valid template"),
-        );
-        bar.set_message(format!("writing {}", path.display()));
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    let mut w = bar.wrap_write(file);
-    fill(&mut w).with_context(|| format!("writing {}", path.display()))?;
-    bar.finish_and_clear();
-    // Cut a longer old file to this image's length (not a device).
-    if handle.metadata().is_ok_and(|m| m.is_file()) {
-        handle
-            .set_len(len)
-            .with_context(|| format!("setting the length of {}", path.display()))?;
-    }
-    Ok(())
 }
 
-fn report(json: bool, summary: serde_json::Value) {
-    if json {
-        println!("{summary}");
-    } else {
-        let fields: Vec<String> = summary
-            .as_object()
-            .map(|o| {
-                o.iter()
-                    .filter(|(k, _)| *k != "out")
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        println!(
-            "{}: {}",
-            summary["out"].as_str().unwrap_or("?"),
-            fields.join(" ")
-        );
+impl Out {
+    fn new(path: &Path, json: bool) -> Result<Out> {
+        Ok(Out {
+            output: Output::new(path)?,
+            json,
+        })
+    }
+
+    /// Refuses an output that is one of the inputs.
+    fn refuse(&self, inputs: &[(String, PathBuf)]) -> Result<()> {
+        Ok(self.output.refuse_inputs(inputs)?)
+    }
+
+    /// Writes `len` bytes that `fill` produces, through a progress bar
+    /// when the output is large and stderr a terminal.
+    fn write(
+        &self,
+        len: u64,
+        fill: impl FnOnce(&mut dyn mkimage::pieces::Sink) -> std::io::Result<()>,
+    ) -> Result<()> {
+        if let Some(device) = self.output.device() {
+            eprintln!(
+                "mkimage: writing {len} bytes over {}",
+                device.describe(&self.output.path)
+            );
+        }
+        let bar = if !self.json && len >= PROGRESS_THRESHOLD {
+            let bar = indicatif::ProgressBar::new(len);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                )
+                .expect("valid template"),
+            );
+            bar.set_message(format!("writing {}", self.output.path.display()));
+            bar
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        self.output.write(len, &|n| bar.inc(n), fill)?;
+        bar.finish_and_clear();
+        Ok(())
+    }
+
+    /// Prints a line: on stdout, or on stderr when the image went there.
+    fn print(&self, text: &str) {
+        if self.output.is_stdout() {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+    }
+
+    /// Prints the summary: on stdout, or on stderr when the image went there.
+    fn report(&self, summary: serde_json::Value) {
+        let text = if self.json {
+            summary.to_string()
+        } else {
+            let fields: Vec<String> = summary
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .filter(|(k, _)| *k != "out")
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            format!(
+                "{}: {}",
+                summary["out"].as_str().unwrap_or("?"),
+                fields.join(" ")
+            )
+        };
+        self.print(&text);
     }
 }
 
@@ -510,6 +717,7 @@ fn volume_id(seed: &[u8]) -> u32 {
 
 fn uki_cmd(args: UkiArgs, json: bool) -> Result<()> {
     let build_time = mkimage::build_time().map_err(anyhow::Error::msg)?;
+    let out = Out::new(&args.out, json)?;
     let read = |what: &str, p: &Path| {
         std::fs::read(p).with_context(|| format!("reading the {what} {}", p.display()))
     };
@@ -517,23 +725,32 @@ fn uki_cmd(args: UkiArgs, json: bool) -> Result<()> {
         bail!("the kernel {} does not exist", args.kernel.display());
     }
     let kernel = read("kernel", &args.kernel)?;
-    let arch = Arch::of_kernel(&kernel, &args.kernel.display().to_string())?;
-    let stub_path = args
-        .stub
-        .clone()
-        .unwrap_or_else(|| mkimage::sources::default_stub(arch));
-    let stub = std::fs::read(&stub_path).with_context(|| {
-        format!(
-            "the systemd-boot stub {} cannot be read (install systemd-boot-efi for {arch}, or pass --stub PATH)",
-            stub_path.display()
-        )
-    })?;
+    let arch = mkimage::inspect::kernel(&kernel, &args.kernel.display().to_string())?.arch;
     let initrd = read("initramfs", &args.initrd)?;
+    let initrd_what = args.initrd.display().to_string();
+    let info = mkimage::inspect::initramfs(&initrd, &initrd_what)?;
+    mkimage::inspect::check_initramfs_for(
+        &info,
+        &initrd_what,
+        arch,
+        &format!("the kernel {} is {arch}", args.kernel.display()),
+    )?;
     let dtb = args
         .dtb
         .as_deref()
-        .map(|p| read("device tree", p))
+        .map(|p| {
+            let bytes = read("device tree", p)?;
+            mkimage::inspect::dtb(&bytes, &p.display().to_string())?;
+            Ok::<_, anyhow::Error>(bytes)
+        })
         .transpose()?;
+    let stub_path = mkimage::sources::resolve_stub(args.stub.as_deref(), arch)?;
+    let stub = std::fs::read(&stub_path).with_context(|| {
+        format!(
+            "the systemd-stub {} cannot be read (pass --stub PATH)",
+            stub_path.display()
+        )
+    })?;
     let osrel = uki::os_release(env!("CARGO_PKG_VERSION"), arch).replace(
         "VERSION_ID=",
         &format!("BUILD_ID={build_time}\nVERSION_ID="),
@@ -548,27 +765,45 @@ fn uki_cmd(args: UkiArgs, json: bool) -> Result<()> {
         dtb: dtb.as_deref(),
     })
     .with_context(|| format!("building a UKI from {}", stub_path.display()))?;
-    write_output(&args.out, &built.bytes, json)?;
-    report(
-        json,
-        serde_json::json!({
-            "format": "uki",
-            "out": args.out,
-            "bytes": built.bytes.len(),
-            "arch": arch.to_string(),
-            "sections": built.sections.iter().map(|s| &s.name).collect::<Vec<_>>(),
-            "build_time": build_time,
-        }),
+    let signer = args.key.signer()?;
+    let bytes = match &signer {
+        Some(signer) => signer.sign(&built.bytes, &args.out.display().to_string())?,
+        None => built.bytes.clone(),
+    };
+    let mut inputs = vec![
+        ("kernel".to_owned(), args.kernel.clone()),
+        ("initramfs".to_owned(), args.initrd.clone()),
+        ("systemd-stub".to_owned(), stub_path.clone()),
+    ];
+    inputs.extend(
+        args.dtb
+            .iter()
+            .map(|p| ("device tree".to_owned(), p.clone())),
     );
+    inputs.extend(args.key.inputs());
+    out.refuse(&inputs)?;
+    out.write(bytes.len() as u64, |s| s.data(&bytes))?;
+    out.report(serde_json::json!({
+        "format": "uki",
+        "out": args.out,
+        "bytes": bytes.len(),
+        "arch": arch.to_string(),
+        "sections": built.sections.iter().map(|s| &s.name).collect::<Vec<_>>(),
+        "stub": stub_path,
+        "signed": signer.is_some(),
+        "build_time": build_time,
+    }));
     Ok(())
 }
 
 fn esp(args: EspArgs, json: bool) -> Result<()> {
     let build_time = mkimage::build_time().map_err(anyhow::Error::msg)?;
+    let out = Out::new(&args.out, json)?;
     let boot = args.boot.load(build_time)?;
+    out.refuse(&boot.inputs)?;
     let mut files = fat::Files::new();
     boot.add_uefi(&mut files)?;
-    let image = fat::build(
+    let image = fat::layout(
         &files,
         &FatOptions {
             label: Some("PHASE-ESP".into()),
@@ -581,26 +816,27 @@ fn esp(args: EspArgs, json: bool) -> Result<()> {
         },
     )
     .context("laying out the ESP")?;
-    write_output(&args.out, &image.bytes, json)?;
-    report(
-        json,
-        serde_json::json!({
-            "format": "esp",
-            "out": args.out,
-            "bytes": image.bytes.len(),
-            "arch": boot.arch.to_string(),
-            "profile": args.boot.profile.to_string(),
-            "fat": image.fat_type.bits(),
-            "files": image.files.len(),
-            "entries": if boot.direct { 1 } else { boot.menu.entries.len() },
-            "build_time": build_time,
-        }),
-    );
+    let pieces = image.pieces(&files)?;
+    out.write(pieces.len, |s| pieces.write_to(s))?;
+    out.report(serde_json::json!({
+        "format": "esp",
+        "stub": boot.stub_path,
+        "systemd_boot": boot.systemd_boot_path,
+        "out": args.out,
+        "bytes": image.len,
+        "arch": boot.arch.to_string(),
+        "profile": args.boot.profile.to_string(),
+        "fat": image.fat_type.bits(),
+        "files": image.files.len(),
+        "entries": if boot.direct { 1 } else { boot.menu.entries.len() },
+        "build_time": build_time,
+    }));
     Ok(())
 }
 
 fn cpio(args: CpioArgs, json: bool) -> Result<()> {
     let build_time = mkimage::build_time().map_err(anyhow::Error::msg)?;
+    let out = Out::new(&args.out, json)?;
     let spec = Spec::load(&args.spec)?;
     let mut named = BTreeMap::new();
     for (name, path) in args.inputs {
@@ -613,13 +849,34 @@ fn cpio(args: CpioArgs, json: bool) -> Result<()> {
         .as_deref()
         .map(|t| KernelTree::open(t, args.kernel_release.as_deref()))
         .transpose()?;
-    let built = initramfs::build(&spec, &Inputs { named, kernel_tree }, build_time)?;
+    let inputs = Inputs { named, kernel_tree };
+    let built = initramfs::build_for(&spec, &inputs, build_time, args.arch)?;
+    let mut read: Vec<(String, PathBuf)> = spec
+        .sources
+        .iter()
+        .map(|p| ("spec".to_owned(), p.clone()))
+        .collect();
+    read.extend(built.inputs.iter().cloned());
+    read.extend(
+        inputs
+            .named
+            .iter()
+            .map(|(n, p)| (format!("input @{n}"), p.clone())),
+    );
+    if let Some(tree) = &inputs.kernel_tree {
+        read.extend(
+            tree.files()
+                .into_iter()
+                .map(|p| ("kernel tree file".to_owned(), p)),
+        );
+    }
+    out.refuse(&read)?;
     let raw = built.archive.to_bytes(build_time)?;
     let bytes = args
         .compress
         .compress(&raw)
         .with_context(|| format!("compressing with {}", args.compress))?;
-    std::fs::write(&args.out, &bytes).with_context(|| format!("writing {}", args.out.display()))?;
+    out.write(bytes.len() as u64, |s| s.data(&bytes))?;
     let modules = built.index.as_ref().map_or(0, |i| i.modules.len());
     if json {
         let summary = serde_json::json!({
@@ -634,9 +891,9 @@ fn cpio(args: CpioArgs, json: bool) -> Result<()> {
             "kernel_release": built.info.kernel_release,
             "build_time": build_time,
         });
-        println!("{summary}");
+        out.print(&summary.to_string());
     } else {
-        println!(
+        out.print(&format!(
             "{}: {} bytes ({} uncompressed, {}), {} entries, {} modules",
             args.out.display(),
             bytes.len(),
@@ -644,7 +901,7 @@ fn cpio(args: CpioArgs, json: bool) -> Result<()> {
             args.compress,
             built.archive.len(),
             modules
-        );
+        ));
     }
     Ok(())
 }

@@ -2,13 +2,15 @@
 //! kernels, the initramfs, the systemd-boot stub and boot manager, device
 //! trees — and checking them against the profile.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::arch::{Arch, ArchError};
+use crate::arch::Arch;
 use crate::esp::{BootSet, Variant};
-use crate::menu::Menu;
+use crate::inspect::{self, InspectError};
+use crate::menu::{Menu, MenuError};
 use crate::profile::{Profile, ProfileError};
 use crate::uki;
 
@@ -25,20 +27,37 @@ pub enum SourcesError {
         #[source]
         error: std::io::Error,
     },
-    #[error("kernel {variant:?} ({})", path.display())]
+    #[error("kernel variant {variant:?}")]
     Kernel {
         variant: String,
         path: PathBuf,
         #[source]
-        error: ArchError,
+        error: Box<InspectError>,
+    },
+    /// A bad initramfs or device tree; the error names the file.
+    #[error(transparent)]
+    Inspect(#[from] InspectError),
+    #[error(
+        "no systemd-stub for {arch}: {file} is in none of {tried}; {hint}, or pass --stub PATH"
+    )]
+    NoStub {
+        arch: Arch,
+        file: String,
+        tried: String,
+        hint: String,
     },
     #[error(
-        "the systemd-boot stub {} cannot be read (install systemd-boot-efi for {arch}, or pass --stub PATH)",
-        path.display()
+        "no systemd-boot for {arch}: {file} is in none of {tried}; {hint}, pass --systemd-boot PATH, or use --direct"
     )]
+    NoSystemdBoot {
+        arch: Arch,
+        file: String,
+        tried: String,
+        hint: String,
+    },
+    #[error("the systemd-stub {} cannot be read (pass --stub PATH)", path.display())]
     UnreadableStub {
         path: PathBuf,
-        arch: Arch,
         #[source]
         error: std::io::Error,
     },
@@ -55,19 +74,22 @@ pub enum SourcesError {
         kernel: Arch,
     },
     #[error(
-        "systemd-boot {} cannot be read (install systemd-boot-efi for {arch}, pass --systemd-boot PATH, or use --direct)",
+        "systemd-boot {} cannot be read (pass --systemd-boot PATH, or use --direct)",
         path.display()
     )]
     UnreadableSystemdBoot {
         path: PathBuf,
-        arch: Arch,
         #[source]
         error: std::io::Error,
     },
+    #[error("--dtb-dir: {} {problem}", path.display())]
+    DtbDir { path: PathBuf, problem: String },
     #[error("kernel variant {0:?} is given twice")]
     DuplicateVariant(String),
     #[error(transparent)]
     Profile(#[from] ProfileError),
+    #[error(transparent)]
+    Menu(#[from] MenuError),
 }
 
 /// Where the inputs are.
@@ -89,19 +111,97 @@ pub struct Sources {
     pub timeout: Option<u32>,
 }
 
+/// Where Debian's systemd-boot-efi puts its files.
+pub const EFI_DIR: &str = "/usr/lib/systemd/boot/efi";
+
 /// Debian's systemd-boot-efi paths for an architecture.
 pub fn default_stub(arch: Arch) -> PathBuf {
-    PathBuf::from(format!(
-        "/usr/lib/systemd/boot/efi/linux{}.efi.stub",
-        arch.efi_suffix()
-    ))
+    Path::new(EFI_DIR).join(stub_name(arch))
 }
 
 pub fn default_systemd_boot(arch: Arch) -> PathBuf {
-    PathBuf::from(format!(
-        "/usr/lib/systemd/boot/efi/systemd-boot{}.efi",
-        arch.efi_suffix()
-    ))
+    Path::new(EFI_DIR).join(systemd_boot_name(arch))
+}
+
+fn stub_name(arch: Arch) -> String {
+    format!("linux{}.efi.stub", arch.efi_suffix())
+}
+
+fn systemd_boot_name(arch: Arch) -> String {
+    format!("systemd-boot{}.efi", arch.efi_suffix())
+}
+
+/// Where systemd-boot-efi's files are looked for when no path is given:
+/// the installed package, then the package `cargo xtask` fetches for that
+/// architecture and unpacks under `<target>/debian/systemd-boot-efi_<arch>/root`
+/// (CARGO_TARGET_DIR, else ./target), as it does for arm64.
+pub fn efi_dirs(arch: Arch) -> Vec<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"));
+    vec![
+        PathBuf::from(EFI_DIR),
+        target
+            .join("debian")
+            .join(format!("systemd-boot-efi_{}", arch.debian()))
+            .join("root")
+            .join(EFI_DIR.trim_start_matches('/')),
+    ]
+}
+
+/// The first of [`efi_dirs`] that holds `file`, or the directories tried.
+fn find_efi(file: &str, arch: Arch) -> Result<PathBuf, String> {
+    let dirs = efi_dirs(arch);
+    dirs.iter()
+        .map(|d| d.join(file))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            dirs.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+}
+
+/// How to get systemd-boot-efi for `arch` on this host.
+pub fn install_hint(arch: Arch) -> String {
+    let host = std::env::consts::ARCH.parse::<Arch>().ok();
+    if host == Some(arch) {
+        "install Debian's systemd-boot-efi (apt-get install systemd-boot-efi)".into()
+    } else {
+        let a = arch.debian();
+        format!(
+            "install Debian's systemd-boot-efi:{a} beside the host's (dpkg --add-architecture {a} && apt-get update && apt-get install systemd-boot-efi:{a})"
+        )
+    }
+}
+
+/// The systemd-stub to use: `explicit`, else the first found.
+pub fn resolve_stub(explicit: Option<&Path>, arch: Arch) -> Result<PathBuf, SourcesError> {
+    match explicit {
+        Some(p) => Ok(p.to_owned()),
+        None => find_efi(&stub_name(arch), arch).map_err(|tried| SourcesError::NoStub {
+            arch,
+            file: stub_name(arch),
+            tried,
+            hint: install_hint(arch),
+        }),
+    }
+}
+
+/// systemd-boot to use: `explicit`, else the first found.
+pub fn resolve_systemd_boot(explicit: Option<&Path>, arch: Arch) -> Result<PathBuf, SourcesError> {
+    match explicit {
+        Some(p) => Ok(p.to_owned()),
+        None => {
+            find_efi(&systemd_boot_name(arch), arch).map_err(|tried| SourcesError::NoSystemdBoot {
+                arch,
+                file: systemd_boot_name(arch),
+                tried,
+                hint: install_hint(arch),
+            })
+        }
+    }
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, SourcesError> {
@@ -120,6 +220,10 @@ impl Sources {
         }
         let mut variants = Vec::new();
         let mut arches = Vec::new();
+        let mut inputs = Vec::new();
+        for (name, _) in &self.kernels {
+            crate::menu::check_variant(name)?;
+        }
         for (name, path) in &self.kernels {
             if variants.iter().any(|v: &Variant| &v.name == name) {
                 return Err(SourcesError::DuplicateVariant(name.clone()));
@@ -131,13 +235,14 @@ impl Sources {
                 });
             }
             let kernel = read("kernel", path)?;
-            let arch = Arch::of_kernel(&kernel, &path.display().to_string()).map_err(|error| {
-                SourcesError::Kernel {
+            inputs.push((format!("kernel {name:?}"), path.clone()));
+            let arch = inspect::kernel(&kernel, &path.display().to_string())
+                .map_err(|error| SourcesError::Kernel {
                     variant: name.clone(),
                     path: path.clone(),
-                    error,
-                }
-            })?;
+                    error: Box::new(error),
+                })?
+                .arch;
             arches.push((name.clone(), arch));
             variants.push(Variant {
                 name: name.clone(),
@@ -146,48 +251,57 @@ impl Sources {
         }
         let arch = profile.check(&arches)?;
         let initrd = read("initramfs", &self.initrd)?;
+        inputs.push(("initramfs".to_owned(), self.initrd.clone()));
+        let what = self.initrd.display().to_string();
+        let info = inspect::initramfs(&initrd, &what)?;
+        let why = match self.kernels.as_slice() {
+            [(_, k)] => format!("the kernel {} is {arch}", k.display()),
+            _ => format!("the kernels are {arch}"),
+        };
+        inspect::check_initramfs_for(&info, &what, arch, &why)?;
 
-        let stub_path = self.stub.clone().unwrap_or_else(|| default_stub(arch));
+        let stub_path = resolve_stub(self.stub.as_deref(), arch)?;
         let stub = std::fs::read(&stub_path).map_err(|error| SourcesError::UnreadableStub {
             path: stub_path.clone(),
-            arch,
             error,
         })?;
+        inputs.push(("systemd-stub".to_owned(), stub_path.clone()));
         let pe = uki::Pe::parse(&stub, "the stub").map_err(|error| SourcesError::BadStub {
             path: stub_path.clone(),
             error,
         })?;
         if pe.machine != arch.pe_machine() {
             return Err(SourcesError::StubArch {
-                path: stub_path,
+                path: stub_path.clone(),
                 stub: Arch::from_pe_machine(pe.machine)
                     .map_or(format!("PE machine {:#06x}", pe.machine), |a| a.to_string()),
                 kernel: arch,
             });
         }
-        let systemd_boot = if self.direct {
-            None
+        let (systemd_boot, systemd_boot_path) = if self.direct {
+            (None, None)
         } else {
-            let path = self
-                .systemd_boot
-                .clone()
-                .unwrap_or_else(|| default_systemd_boot(arch));
-            Some(
+            let path = resolve_systemd_boot(self.systemd_boot.as_deref(), arch)?;
+            inputs.push(("systemd-boot".to_owned(), path.clone()));
+            let bytes =
                 std::fs::read(&path).map_err(|error| SourcesError::UnreadableSystemdBoot {
                     path: path.clone(),
-                    arch,
                     error,
-                })?,
-            )
+                })?;
+            (Some(bytes), Some(path))
         };
         let dtb = self
             .dtb
             .as_deref()
             .map(|p| read("device tree", p))
             .transpose()?;
+        if let (Some(p), Some(bytes)) = (&self.dtb, &dtb) {
+            inspect::dtb(bytes, &p.display().to_string())?;
+            inputs.push(("device tree".to_owned(), p.clone()));
+        }
         let mut dtb_dir = Vec::new();
         if let Some(dir) = &self.dtb_dir {
-            collect_dtbs(dir, dir, &mut dtb_dir)?;
+            collect_dtbs(dir, dir, &mut dtb_dir, &mut inputs)?;
         }
         let names: Vec<String> = variants.iter().map(|v| v.name.clone()).collect();
         let base = self.cmdline.as_deref().unwrap_or(profile.cmdline(arch));
@@ -197,7 +311,7 @@ impl Sources {
             &self.append,
             self.timeout.unwrap_or(profile.menu_timeout()),
             profile.editor(),
-        );
+        )?;
         Ok(BootSet {
             arch,
             variants,
@@ -212,39 +326,110 @@ impl Sources {
                 "VERSION_ID=",
                 &format!("BUILD_ID={build_version}\nVERSION_ID="),
             ),
+            secure_boot: None,
+            inputs,
+            stub_path,
+            systemd_boot_path,
+            state_partlabel: info.image.and_then(|i| i.state).map(|s| s.partlabel),
         })
     }
 }
 
-/// Every `*.dtb` under `dir`, by path relative to `root`, sorted.
+/// How deep `--dtb-dir` goes: vendor directories are one level, a tree
+/// deeper than this is a mistake.
+pub const DTB_DEPTH: usize = 16;
+
+/// Every `*.dtb` under `dir`, by path relative to `root`, sorted. Symlinks
+/// are followed, but each directory is read once: one reached again (a
+/// loop such as `a -> .`, or a second link to it) is refused, as is a tree
+/// deeper than [`DTB_DEPTH`] and a `.dtb` that is not a regular file.
 fn collect_dtbs(
     root: &Path,
     dir: &Path,
     out: &mut Vec<(String, Vec<u8>)>,
+    inputs: &mut Vec<(String, PathBuf)>,
 ) -> Result<(), SourcesError> {
-    let io = |error| SourcesError::Read {
-        what: "device tree directory",
-        path: dir.to_owned(),
-        error,
+    let mut seen = BTreeMap::new();
+    walk_dtbs(root, dir, 0, &mut seen, &mut Vec::new(), out, inputs)
+}
+
+fn walk_dtbs(
+    root: &Path,
+    dir: &Path,
+    depth: usize,
+    seen: &mut BTreeMap<(u64, u64), PathBuf>,
+    ancestors: &mut Vec<(u64, u64)>,
+    out: &mut Vec<(String, Vec<u8>)>,
+    inputs: &mut Vec<(String, PathBuf)>,
+) -> Result<(), SourcesError> {
+    use std::os::unix::fs::MetadataExt;
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |error| SourcesError::Read {
+            what: "device tree directory",
+            path,
+            error,
+        }
     };
+    let meta = std::fs::metadata(dir).map_err(io(dir))?;
+    let id = (meta.dev(), meta.ino());
+    if ancestors.contains(&id) {
+        return Err(SourcesError::DtbDir {
+            path: dir.to_owned(),
+            problem: format!(
+                "loops back to {} (a symlink to itself or a parent)",
+                seen.get(&id)
+                    .map_or(String::new(), |p| p.display().to_string())
+            ),
+        });
+    }
+    if let Some(first) = seen.get(&id) {
+        return Err(SourcesError::DtbDir {
+            path: dir.to_owned(),
+            problem: format!(
+                "is the directory {} again: each is copied once, so link it only once",
+                first.display()
+            ),
+        });
+    }
+    if depth > DTB_DEPTH {
+        return Err(SourcesError::DtbDir {
+            path: dir.to_owned(),
+            problem: format!("is deeper than {DTB_DEPTH} levels below {}", root.display()),
+        });
+    }
+    seen.insert(id, dir.to_owned());
+    ancestors.push(id);
     let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map_err(io)?
+        .map_err(io(dir))?
         .collect::<Result<_, _>>()
-        .map_err(io)?;
+        .map_err(io(dir))?;
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let path = e.path();
-        if path.is_dir() {
-            collect_dtbs(root, &path, out)?;
+        // Follows a symlink to what it names.
+        let meta = std::fs::metadata(&path).map_err(io(&path))?;
+        if meta.is_dir() {
+            walk_dtbs(root, &path, depth + 1, seen, ancestors, out, inputs)?;
         } else if path.extension().is_some_and(|x| x == "dtb") {
+            if !meta.is_file() {
+                return Err(SourcesError::DtbDir {
+                    path,
+                    problem: "is not a regular file".into(),
+                });
+            }
             let rel = path
                 .strip_prefix(root)
                 .unwrap_or(&path)
                 .to_string_lossy()
                 .into_owned();
-            out.push((rel, read("device tree", &path)?));
+            let bytes = read("device tree", &path)?;
+            inspect::dtb(&bytes, &path.display().to_string())?;
+            out.push((rel, bytes));
+            inputs.push(("device tree".to_owned(), path));
         }
     }
+    ancestors.pop();
     Ok(())
 }
 
@@ -313,6 +498,17 @@ impl BiosSources {
         })
     }
 
+    /// The menu modules' paths, as inputs.
+    fn module_paths(&self) -> Vec<(String, PathBuf)> {
+        let Some(dir) = &self.modules else {
+            return Vec::new();
+        };
+        MENU_MODULES
+            .iter()
+            .map(|m| (format!("syslinux module {m}"), dir.join(m)))
+            .collect()
+    }
+
     /// The menu modules, or none when no module directory is given.
     pub fn menu_modules(&self) -> Result<Vec<(String, Vec<u8>)>, BiosError> {
         let Some(dir) = &self.modules else {
@@ -355,10 +551,14 @@ impl BiosSources {
                 "/usr/lib/syslinux/mbr/gptmbr.bin"
             })
         });
+        let mut inputs = vec![("syslinux installer".to_owned(), self.syslinux.clone())];
+        inputs.extend(self.module_paths());
+        inputs.push(("MBR boot code".to_owned(), mbr.clone()));
         Ok(crate::usb::Bios {
             syslinux,
             modules: self.menu_modules()?,
             mbr_code: Self::read("MBR boot code", "syslinux-common", "--mbr-code PATH", &mbr)?,
+            inputs,
         })
     }
 }
@@ -391,6 +591,15 @@ impl BiosSources {
                 "--isohdpfx PATH",
                 &self.isohdpfx,
             )?,
+            inputs: {
+                let mut inputs = vec![
+                    ("isolinux.bin".to_owned(), self.isolinux.clone()),
+                    ("ldlinux.c32".to_owned(), modules_dir.join("ldlinux.c32")),
+                    ("isohybrid MBR code".to_owned(), self.isohdpfx.clone()),
+                ];
+                inputs.extend(self.module_paths());
+                inputs
+            },
         })
     }
 }

@@ -28,6 +28,12 @@
 //! version_floor = 0        # manifests below this version are refused
 //! max_version_jump = 1000  # nor more than this far above it
 //!
+//! [kexec]                  # how an x86_64 kexec hand-off loads the next kernel
+//! method = "auto"          # auto (the default) | file | load
+//!
+//! [state]                  # where a machine without EFI variables keeps its
+//! partlabel = "PHASE-STATE" # version floor: a GPT partition `mkimage usb` makes
+//!
 //! [tls]                    # what HTTPS trusts (default: the build host's bundle)
 //! bundle = "/etc/ssl/certs/ca-certificates.crt"
 //! pin = "@provider-ca"     # if set, only this CA
@@ -43,6 +49,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use phase_initramfs::image::KexecMethod;
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -64,6 +71,17 @@ pub enum SpecError {
     IncludeCycle { path: PathBuf, chain: String },
     #[error("spec {}: file {file:?} needs exactly one of source = … or text = …", spec.display())]
     FileSource { spec: PathBuf, file: String },
+    #[error("spec {}: [state] partlabel {label:?} is not 1–36 letters, digits, '-', '_' or '.' (a GPT name the init can be told)", spec.display())]
+    StatePartlabel { spec: PathBuf, label: String },
+}
+
+/// A GPT partition name (at most 36 UTF-16 units) that reads the same on
+/// every tool and on a kernel command line.
+fn is_partlabel(label: &str) -> bool {
+    (1..=36).contains(&label.len())
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -86,6 +104,21 @@ pub struct TrustSpec {
     pub max_version_jump: Option<u64>,
 }
 
+/// `[kexec]`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KexecSpec {
+    pub method: Option<KexecMethod>,
+}
+
+/// `[state]`: the partition a machine without EFI variables keeps its
+/// version floor on (see `phase_initramfs::state`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StateSpec {
+    pub partlabel: Option<String>,
+}
+
 /// `[tls]`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -104,6 +137,9 @@ pub struct FileSpec {
     pub source: Option<String>,
     pub text: Option<String>,
     pub mode: Option<u32>,
+    /// The spec file this entry is written in (set when loading).
+    #[serde(skip)]
+    pub spec: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -111,6 +147,9 @@ pub struct FileSpec {
 pub struct DirSpec {
     pub path: String,
     pub mode: Option<u32>,
+    /// The spec file this entry is written in (set when loading).
+    #[serde(skip)]
+    pub spec: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -118,6 +157,9 @@ pub struct DirSpec {
 pub struct SymlinkSpec {
     pub path: String,
     pub target: String,
+    /// The spec file this entry is written in (set when loading).
+    #[serde(skip)]
+    pub spec: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -135,6 +177,9 @@ pub struct NodeSpec {
     pub major: u32,
     pub minor: u32,
     pub mode: Option<u32>,
+    /// The spec file this entry is written in (set when loading).
+    #[serde(skip)]
+    pub spec: PathBuf,
 }
 
 /// One spec file as written.
@@ -151,6 +196,8 @@ struct SpecFile {
     modules: Modules,
     trust: Option<TrustSpec>,
     tls: Option<TlsSpec>,
+    kexec: Option<KexecSpec>,
+    state: Option<StateSpec>,
     #[serde(default, rename = "file")]
     files: Vec<FileSpec>,
     #[serde(default, rename = "dir")]
@@ -172,10 +219,16 @@ pub struct Spec {
     /// Present when the image verifies manifests (a netboot image).
     pub trust: Option<TrustSpec>,
     pub tls: TlsSpec,
+    /// `[kexec] method`; `None` leaves the init's default.
+    pub kexec_method: Option<KexecMethod>,
+    /// `[state] partlabel`; `None`: the image names no state partition.
+    pub state_partlabel: Option<String>,
     pub files: Vec<FileSpec>,
     pub dirs: Vec<DirSpec>,
     pub symlinks: Vec<SymlinkSpec>,
     pub nodes: Vec<NodeSpec>,
+    /// The spec files read: this one and every include.
+    pub sources: Vec<PathBuf>,
 }
 
 impl Spec {
@@ -239,6 +292,7 @@ fn merge(path: &Path, spec: &mut Spec, stack: &mut Vec<PathBuf>) -> Result<(), S
             dir.join(text).to_string_lossy().into_owned()
         }
     };
+    spec.sources.push(path.to_owned());
     stack.push(canonical.clone());
     for include in &file.include {
         merge(&dir.join(include), spec, stack)?;
@@ -268,6 +322,18 @@ fn merge(path: &Path, spec: &mut Spec, stack: &mut Vec<PathBuf>) -> Result<(), S
             spec.tls.pin = Some(source(pin));
         }
     }
+    if let Some(method) = file.kexec.and_then(|k| k.method) {
+        spec.kexec_method = Some(method);
+    }
+    if let Some(label) = file.state.and_then(|s| s.partlabel) {
+        if !is_partlabel(&label) {
+            return Err(SpecError::StatePartlabel {
+                spec: path.to_owned(),
+                label,
+            });
+        }
+        spec.state_partlabel = Some(label);
+    }
     extend_unique(&mut spec.modules.boot, file.modules.boot);
     extend_unique(&mut spec.modules.extra, file.modules.extra);
     for mut f in file.files {
@@ -281,11 +347,21 @@ fn merge(path: &Path, spec: &mut Spec, stack: &mut Vec<PathBuf>) -> Result<(), S
                 });
             }
         }
+        f.spec = path.to_owned();
         spec.files.push(f);
     }
-    spec.dirs.extend(file.dirs);
-    spec.symlinks.extend(file.symlinks);
-    spec.nodes.extend(file.nodes);
+    for mut d in file.dirs {
+        d.spec = path.to_owned();
+        spec.dirs.push(d);
+    }
+    for mut l in file.symlinks {
+        l.spec = path.to_owned();
+        spec.symlinks.push(l);
+    }
+    for mut n in file.nodes {
+        n.spec = path.to_owned();
+        spec.nodes.push(n);
+    }
     Ok(())
 }
 
@@ -338,6 +414,35 @@ mod tests {
                 dir.path().join("bad.toml").display()
             )
         );
+
+        std::fs::write(
+            dir.path().join("kexec.toml"),
+            "include = [\"net.toml\"]\n[kexec]\nmethod = \"auto\"\n",
+        )
+        .unwrap();
+        assert_eq!(spec.kexec_method, None);
+        let spec = Spec::load(&dir.path().join("kexec.toml")).unwrap();
+        assert_eq!(spec.kexec_method, Some(KexecMethod::Auto));
+        std::fs::write(dir.path().join("fast.toml"), "[kexec]\nmethod = \"fast\"\n").unwrap();
+        assert!(Spec::load(&dir.path().join("fast.toml")).is_err());
+
+        std::fs::write(
+            dir.path().join("state.toml"),
+            "include = [\"net.toml\"]\n[state]\npartlabel = \"PHASE-STATE\"\n",
+        )
+        .unwrap();
+        assert_eq!(spec.state_partlabel, None);
+        let state = Spec::load(&dir.path().join("state.toml")).unwrap();
+        assert_eq!(state.state_partlabel.as_deref(), Some("PHASE-STATE"));
+        std::fs::write(
+            dir.path().join("badlabel.toml"),
+            "[state]\npartlabel = \"a b\"\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            Spec::load(&dir.path().join("badlabel.toml")),
+            Err(SpecError::StatePartlabel { .. })
+        ));
 
         std::fs::write(dir.path().join("typo.toml"), "modlues = []\n").unwrap();
         let err = Spec::load(&dir.path().join("typo.toml")).unwrap_err();

@@ -227,17 +227,37 @@ impl Syslinux {
     /// boot sector first), `file` where `ldlinux_sys_file()` landed in it,
     /// `dir` the directory holding it (e.g. "/syslinux").
     pub fn install(&self, volume: &mut [u8], file: Extent, dir: &str) -> Result<(), SyslinuxError> {
+        if (file.offset + file.len) as usize > volume.len() || (file.offset as usize) < SECTOR {
+            return Err(SyslinuxError::VolumeTooShort { len: volume.len() });
+        }
+        let (head, rest) = volume.split_at_mut(file.offset as usize);
+        self.install_parts(head, &mut rest[..file.len as usize], file, dir)
+    }
+
+    /// [`Syslinux::install`] on the parts of a volume it changes, for a
+    /// volume that is never one buffer: `reserved` is the volume from its
+    /// boot sector on (at least the reserved sectors, which hold the FAT32
+    /// backup boot sector), `ldlinux` the data of the file `file` describes.
+    pub fn install_parts(
+        &self,
+        reserved: &mut [u8],
+        ldlinux: &mut [u8],
+        file: Extent,
+        dir: &str,
+    ) -> Result<(), SyslinuxError> {
         let image_len = self.ldlinux_sys.len();
         let nsect = image_len.div_ceil(SECTOR) + 2;
         let want = self.ldlinux_sys_file().len() as u64;
-        if file.len != want {
+        if file.len != want || ldlinux.len() as u64 != want {
             return Err(SyslinuxError::WrongLength {
-                len: file.len,
+                len: file.len.min(ldlinux.len() as u64),
                 want,
             });
         }
-        if (file.offset + file.len) as usize > volume.len() || volume.len() < SECTOR {
-            return Err(SyslinuxError::VolumeTooShort { len: volume.len() });
+        if reserved.len() < SECTOR {
+            return Err(SyslinuxError::VolumeTooShort {
+                len: reserved.len(),
+            });
         }
         // The FAT writer stores every file contiguously, sector-aligned.
         let first = file.offset / SECTOR as u64;
@@ -319,10 +339,10 @@ impl Syslinux {
         image[patch + 16..patch + 20]
             .copy_from_slice(&LDLINUX_MAGIC.wrapping_sub(sum).to_le_bytes());
 
-        let at = file.offset as usize;
-        volume[at..at + image_len].copy_from_slice(&image);
+        ldlinux[..image_len].copy_from_slice(&image);
 
         // syslinux's jump and OEM name, the volume's BPB, syslinux's code.
+        let volume = reserved;
         volume[..11].copy_from_slice(&bs[..11]);
         volume[90..510].copy_from_slice(&bs[90..510]);
         // FAT32 keeps a backup boot sector (BPB_BkBootSec) that must match.
@@ -394,14 +414,13 @@ mod tests {
     }
 
     fn installer() -> Option<Syslinux> {
-        let path = "/usr/bin/syslinux";
-        match std::fs::read(path) {
-            Ok(b) => Some(Syslinux::from_installer(&b, path).unwrap()),
-            Err(_) => {
-                println!("SKIPPED syslinux extraction: {path} is not installed");
-                None
-            }
-        }
+        let path = phase_testkit::file(
+            "/usr/bin/syslinux",
+            "syslinux extraction",
+            "Debian package syslinux",
+        )?;
+        let bytes = std::fs::read(&path).unwrap();
+        Some(Syslinux::from_installer(&bytes, "/usr/bin/syslinux").unwrap())
     }
 
     #[test]

@@ -2,12 +2,27 @@
 //! and os-release appended as PE/COFF sections (UAPI.5 "Unified Kernel
 //! Image"; PE format per Microsoft's PE/COFF specification).
 //!
-//! The stub is kept byte for byte; new section headers go into the free
-//! space after the existing ones (inside SizeOfHeaders), new section data
-//! after the end of the file. Each new section's RVA follows the previous
-//! one at SectionAlignment and its file offset at 4096 bytes (a multiple of
-//! every FileAlignment), then SizeOfImage, SizeOfInitializedData and the
-//! checksum are brought up to date.
+//! The stub's headers and sections are kept byte for byte; new section
+//! headers go into the free space after the existing ones (inside
+//! SizeOfHeaders), new section data after the stub's last section. What a
+//! stub file carries past its last section — the COFF symbol table linkers
+//! leave (deprecated for images by the PE specification), or an old
+//! signature, which new sections would invalidate anyway — is left out, and
+//! the header fields that pointed at it are cleared.
+//!
+//! The sections tile the file: each new one starts where the previous one's
+//! raw data ends, `.linux` and `.initrd` at 4096-byte file offsets (a
+//! multiple of every FileAlignment, and of the ISO block the CD aliases them
+//! by), and each one's SizeOfRawData runs up to the next. So every byte of a
+//! UKI belongs to the headers or a section, and an Authenticode signature
+//! (`authenticode`) covers all of it the same way for every verifier. Each
+//! new section's RVA follows the previous one at SectionAlignment; then
+//! SizeOfImage, SizeOfInitializedData and the checksum are brought up to
+//! date.
+//!
+//! A stub without a `.sbat` section (Debian's arm64 systemd-stub has none)
+//! gets one naming Phase Boot ([`sbat`]), since shim refuses an image
+//! without SBAT data; a stub's own `.sbat` is inherited as it is.
 
 use thiserror::Error;
 
@@ -35,6 +50,8 @@ pub enum UkiError {
     TooLarge,
     #[error("kernel")]
     Kernel(#[source] ArchError),
+    #[error(transparent)]
+    Cmdline(#[from] crate::menu::MenuError),
 }
 
 /// One section header, as read.
@@ -135,6 +152,28 @@ impl Pe {
         self.opt + u16_at(b, self.coff + 16).unwrap_or(0) as usize
     }
 
+    /// Where the CheckSum field is.
+    pub fn checksum_offset(&self) -> usize {
+        self.opt + 64
+    }
+
+    /// Data directory `index` (4 is the certificate table): where its entry
+    /// is in the file, and the two words it holds. `None` when the optional
+    /// header has fewer entries (NumberOfRvaAndSizes) or room for them.
+    pub fn data_directory(&self, b: &[u8], index: usize) -> Option<DataDirectory> {
+        // PE32+: NumberOfRvaAndSizes at 108, the directory from 112.
+        let count = u32_at(b, self.opt + 108)? as usize;
+        let at = self.opt + 112 + 8 * index;
+        if index >= count || at + 8 > self.section_table(b) {
+            return None;
+        }
+        Some(DataDirectory {
+            at,
+            address: u32_at(b, at)?,
+            size: u32_at(b, at + 4)?,
+        })
+    }
+
     pub fn section(&self, name: &str) -> Option<&Section> {
         self.sections.iter().find(|s| s.name == name)
     }
@@ -147,6 +186,19 @@ impl Pe {
     }
 }
 
+/// One entry of the optional header's data directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataDirectory {
+    /// File offset of the entry itself.
+    pub at: usize,
+    /// VirtualAddress; a file offset for the certificate table.
+    pub address: u32,
+    pub size: u32,
+}
+
+/// The data directory entry of the certificate table.
+pub const CERTIFICATE_TABLE: usize = 4;
+
 /// The PE checksum (as imagehlp's CheckSumMappedFile computes it): the
 /// 16-bit one's-complement sum of the file, skipping the checksum field,
 /// plus the file length.
@@ -158,7 +210,7 @@ pub fn pe_checksum(b: &[u8], checksum_at: usize) -> u32 {
 /// with a zero high byte). One's-complement addition is associative: sum in
 /// a wide accumulator (2^31 words of at most 0xFFFF cannot overflow 64
 /// bits) and fold the carries once at the end; the compiler vectorises this.
-fn word_sum(b: &[u8]) -> u64 {
+pub(crate) fn word_sum(b: &[u8]) -> u64 {
     let words = b.chunks_exact(2);
     let tail = words.remainder().first().map_or(0, |&x| u64::from(x));
     words
@@ -168,7 +220,7 @@ fn word_sum(b: &[u8]) -> u64 {
 }
 
 /// The words of the checksum field, which the checksum leaves out.
-fn field_sum(b: &[u8], checksum_at: usize) -> u64 {
+pub(crate) fn field_sum(b: &[u8], checksum_at: usize) -> u64 {
     [checksum_at, checksum_at + 2]
         .iter()
         .filter_map(|&at| b.get(at..at + 2))
@@ -176,7 +228,7 @@ fn field_sum(b: &[u8], checksum_at: usize) -> u64 {
         .sum()
 }
 
-fn fold_checksum(mut sum: u64, len: u64) -> u32 {
+pub(crate) fn fold_checksum(mut sum: u64, len: u64) -> u32 {
     while sum >> 16 != 0 {
         sum = (sum & 0xFFFF) + (sum >> 16);
     }
@@ -235,6 +287,18 @@ pub fn build_sparse(parts: &Parts<'_>) -> Result<Uki, UkiError> {
 }
 
 fn assemble(parts: &Parts<'_>, sparse: bool) -> Result<Uki, UkiError> {
+    if let Some(c) = parts.cmdline {
+        use crate::menu::{MAX_CMDLINE, MenuError, Text, config_text};
+        config_text("the command line (--cmdline)", c, Text::CommandLine)?;
+        if c.len() > MAX_CMDLINE {
+            return Err(MenuError::TooLong {
+                field: "the command line (--cmdline)".into(),
+                len: c.len(),
+                max: MAX_CMDLINE,
+            }
+            .into());
+        }
+    }
     let stub = Pe::parse(parts.stub, "the stub")?;
     let arch = Arch::from_pe_machine(stub.machine).ok_or(UkiError::StubMachine {
         machine: stub.machine,
@@ -256,7 +320,11 @@ fn assemble(parts: &Parts<'_>, sparse: bool) -> Result<Uki, UkiError> {
         }
     }
 
+    let sbat_text = sbat();
     let mut new: Vec<(&str, &[u8])> = vec![(".osrel", parts.osrel.as_bytes())];
+    if stub.section(".sbat").is_none() {
+        new.push((".sbat", sbat_text.as_bytes()));
+    }
     if let Some(c) = parts.cmdline {
         new.push((".cmdline", c.as_bytes()));
     }
@@ -323,20 +391,53 @@ fn assemble(parts: &Parts<'_>, sparse: bool) -> Result<Uki, UkiError> {
     if total > u64::from(u32::MAX) {
         return Err(UkiError::TooLarge);
     }
-    // Lay the sections out, then fill one zeroed buffer: what a sparse
-    // build leaves out is never touched.
-    let mut end = parts.stub.len() as u64;
-    let placed: Vec<(u64, u64)> = new
+    // Where the stub's headers and sections end; past that it holds
+    // nothing a loader reads.
+    let stub_end = stub
+        .sections
         .iter()
-        .map(|(_, data)| {
-            let raw_offset = align(end, DATA_ALIGN.max(fa));
-            let raw_size = align(data.len() as u64, fa);
-            end = raw_offset + raw_size;
-            (raw_offset, raw_size)
+        .filter(|s| s.raw_size > 0)
+        .map(|s| u64::from(s.raw_offset) + u64::from(s.raw_size))
+        .max()
+        .unwrap_or(0)
+        .max(u64::from(stub.size_of_headers));
+    let kept = (stub_end as usize).min(parts.stub.len());
+    // Lay the sections out, each starting where the previous one's data
+    // ends, then fill one zeroed buffer: what a sparse build leaves out is
+    // never touched.
+    let mut data_end = stub_end;
+    let starts: Vec<u64> = new
+        .iter()
+        .map(|(name, data)| {
+            let at = if SPARSE_SECTIONS.contains(name) {
+                DATA_ALIGN.max(fa)
+            } else {
+                fa
+            };
+            let start = align(data_end, at);
+            data_end = start + data.len() as u64;
+            start
         })
         .collect();
+    let end = align(data_end, fa);
+    // Each section's raw data runs up to the next one's start (both are
+    // multiples of FileAlignment), the last one's to the end of the file.
+    let placed: Vec<(u64, u64)> = starts
+        .iter()
+        .enumerate()
+        .map(|(i, &start)| (start, starts.get(i + 1).copied().unwrap_or(end) - start))
+        .collect();
     let mut out = vec![0u8; end as usize];
-    out[..parts.stub.len()].copy_from_slice(parts.stub);
+    out[..kept].copy_from_slice(&parts.stub[..kept]);
+    // The symbol table, if it was in the part left out, is gone.
+    let symbols = u32_at(&out, stub.coff + 8).unwrap_or(0);
+    if u64::from(symbols) >= stub_end {
+        out[stub.coff + 8..stub.coff + 16].fill(0); // PointerToSymbolTable, NumberOfSymbols
+    }
+    // So is any old signature: no certificate table.
+    if let Some(dir) = stub.data_directory(&out, CERTIFICATE_TABLE) {
+        out[dir.at..dir.at + 8].fill(0);
+    }
     // Words of the left-out data, for the checksum.
     let mut left_out = 0u64;
     let mut sections = stub.sections.clone();
@@ -365,7 +466,9 @@ fn assemble(parts: &Parts<'_>, sparse: bool) -> Result<Uki, UkiError> {
         h[20..24].copy_from_slice(&s.raw_offset.to_le_bytes()); // PointerToRawData
         // 24..36: relocations and line numbers, none.
         h[36..40].copy_from_slice(&s.characteristics.to_le_bytes()); // Characteristics
-        next_rva = align(next_rva + data.len().max(1) as u64, sa);
+        // The virtual span holds the whole raw size too, so a loader that
+        // copies SizeOfRawData rather than VirtualSize bytes stays inside it.
+        next_rva = align(next_rva + (data.len() as u64).max(raw_size).max(1), sa);
         added_init += raw_size;
         sections.push(s);
     }
@@ -393,6 +496,19 @@ fn assemble(parts: &Parts<'_>, sparse: bool) -> Result<Uki, UkiError> {
     })
 }
 
+/// The SBAT data of a UKI whose stub has none: the format's own line, then
+/// Phase Boot's (SBAT.md: component, generation, vendor, package, version,
+/// URL). The generation rises when a release fixes a flaw that Secure Boot
+/// policy should be able to revoke older builds for.
+pub fn sbat() -> String {
+    format!(
+        "sbat,1,SBAT Version,sbat,1,https://github.com/rhboot/shim/blob/main/SBAT.md\n\
+         phase-boot,1,Phase Boot,phase-boot,{},{}\n",
+        env!("CARGO_PKG_VERSION"),
+        env!("CARGO_PKG_REPOSITORY")
+    )
+}
+
 /// The os-release text for `.osrel`.
 pub fn os_release(version: &str, arch: Arch) -> String {
     format!(
@@ -402,13 +518,19 @@ pub fn os_release(version: &str, arch: Arch) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A minimal PE32+ image: DOS header, PE header, optional header with
     /// no data directories, one .text section, as a stub stand-in for the
     /// header arithmetic (the real stubs are exercised by the referee tests).
     pub(crate) fn tiny_pe(machine: u16, section_alignment: u32) -> Vec<u8> {
+        tiny_pe_dirs(machine, section_alignment, 0)
+    }
+
+    /// Like [`tiny_pe`], with `dirs` (empty) data directory entries.
+    pub(crate) fn tiny_pe_dirs(machine: u16, section_alignment: u32, dirs: u32) -> Vec<u8> {
+        let opt_size = 112 + 8 * dirs as usize;
         let mut b = vec![0u8; 0x400];
         b[0..2].copy_from_slice(b"MZ");
         b[0x3C..0x40].copy_from_slice(&0x40u32.to_le_bytes()); // e_lfanew
@@ -416,14 +538,15 @@ mod tests {
         let coff = 0x44;
         b[coff..coff + 2].copy_from_slice(&machine.to_le_bytes());
         b[coff + 2..coff + 4].copy_from_slice(&1u16.to_le_bytes()); // one section
-        b[coff + 16..coff + 18].copy_from_slice(&112u16.to_le_bytes()); // optional header size
+        b[coff + 16..coff + 18].copy_from_slice(&(opt_size as u16).to_le_bytes()); // optional header size
         let opt = coff + 20;
         b[opt..opt + 2].copy_from_slice(&0x20Bu16.to_le_bytes());
         b[opt + 32..opt + 36].copy_from_slice(&section_alignment.to_le_bytes());
         b[opt + 36..opt + 40].copy_from_slice(&0x200u32.to_le_bytes()); // FileAlignment
         b[opt + 56..opt + 60].copy_from_slice(&(section_alignment * 2).to_le_bytes()); // SizeOfImage
         b[opt + 60..opt + 64].copy_from_slice(&0x200u32.to_le_bytes()); // SizeOfHeaders
-        let s = opt + 112;
+        b[opt + 108..opt + 112].copy_from_slice(&dirs.to_le_bytes()); // NumberOfRvaAndSizes
+        let s = opt + opt_size;
         b[s..s + 5].copy_from_slice(b".text");
         b[s + 8..s + 12].copy_from_slice(&0x10u32.to_le_bytes()); // VirtualSize
         b[s + 12..s + 16].copy_from_slice(&section_alignment.to_le_bytes()); // VirtualAddress
@@ -455,14 +578,39 @@ mod tests {
         .unwrap();
         let pe = Pe::parse(&uki.bytes, "uki").unwrap();
         let names: Vec<&str> = pe.sections.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, [".text", ".osrel", ".cmdline", ".linux", ".initrd"]);
+        // The stand-in stub has no .sbat, so the UKI gets Phase Boot's.
+        assert_eq!(
+            names,
+            [".text", ".osrel", ".sbat", ".cmdline", ".linux", ".initrd"]
+        );
+        assert_eq!(
+            pe.section_data(&uki.bytes, ".sbat"),
+            Some(sbat().as_bytes())
+        );
         // RVAs follow .text (0x1000..0x1200) at 0x1000 alignment.
         let rvas: Vec<u32> = pe.sections.iter().map(|s| s.virtual_address).collect();
-        assert_eq!(rvas, [0x1000, 0x2000, 0x3000, 0x4000, 0x5000]);
-        // File data at 4096-byte offsets, raw sizes in whole FileAlignment units.
+        assert_eq!(rvas, [0x1000, 0x2000, 0x3000, 0x4000, 0x5000, 0x6000]);
+        // Small sections follow each other at FileAlignment, the kernel and
+        // the initramfs start on 4096-byte offsets, and each section's raw
+        // data runs up to the next: they tile the file from the headers on.
+        let raw: Vec<(u32, u32)> = pe
+            .sections
+            .iter()
+            .map(|s| (s.raw_offset, s.raw_size))
+            .collect();
+        assert_eq!(
+            raw,
+            [
+                (0x200, 0x200),   // .text
+                (0x400, 0x200),   // .osrel
+                (0x600, 0x200),   // .sbat
+                (0x800, 0x800),   // .cmdline, up to .linux
+                (0x1000, 0x1000), // .linux: 0x400 bytes, up to .initrd
+                (0x2000, 0x1400), // .initrd: 5000 bytes, to the end
+            ]
+        );
+        assert_eq!(uki.bytes.len(), 0x3400);
         let initrd = pe.section(".initrd").unwrap();
-        assert_eq!(initrd.raw_offset % 4096, 0);
-        assert_eq!(initrd.raw_size, 5120);
         assert_eq!(initrd.virtual_size, 5000);
         assert_eq!(
             pe.section_data(&uki.bytes, ".cmdline"),
@@ -470,9 +618,70 @@ mod tests {
         );
         assert_eq!(pe.section_data(&uki.bytes, ".linux"), Some(&kernel[..]));
         // SizeOfImage covers the last section, rounded to SectionAlignment.
-        assert_eq!(pe.size_of_image, 0x5000 + 0x2000);
+        assert_eq!(pe.size_of_image, 0x6000 + 0x2000);
         assert_eq!(pe.checksum, pe_checksum(&uki.bytes, pe.opt + 64));
-        assert_eq!(pe.sections[4].characteristics, DATA_RO);
+        assert_eq!(pe.sections[5].characteristics, DATA_RO);
+    }
+
+    #[test]
+    fn what_follows_the_stubs_sections_is_left_out() {
+        // A symbol table after the last section, pointed at by the COFF
+        // header, and an old signature named by the data directory.
+        let mut stub = tiny_pe_dirs(0x8664, 0x1000, 5);
+        stub[0x44 + 8..0x44 + 12].copy_from_slice(&0x400u32.to_le_bytes()); // PointerToSymbolTable
+        stub[0x44 + 12..0x44 + 16].copy_from_slice(&3u32.to_le_bytes()); // NumberOfSymbols
+        let opt = 0x44 + 20;
+        stub[opt + 144..opt + 148].copy_from_slice(&0x440u32.to_le_bytes()); // certificate table
+        stub[opt + 148..opt + 152].copy_from_slice(&0x10u32.to_le_bytes());
+        stub.extend_from_slice(&[0xEE; 0x50]);
+        let kernel = tiny_kernel_x86();
+        let uki = build(&Parts {
+            stub: &stub,
+            kernel: &kernel,
+            initrd: &[1, 2, 3],
+            cmdline: None,
+            osrel: "ID=phase\n",
+            uname: None,
+            dtb: None,
+        })
+        .unwrap();
+        assert!(!uki.bytes.contains(&0xEE), "the stub's tail was kept");
+        assert_eq!(&uki.bytes[0x44 + 8..0x44 + 16], &[0; 8]);
+        assert_eq!(&uki.bytes[opt + 144..opt + 152], &[0; 8]);
+        let pe = Pe::parse(&uki.bytes, "uki").unwrap();
+        assert_eq!(pe.section(".osrel").unwrap().raw_offset, 0x400);
+    }
+
+    #[test]
+    fn a_stubs_own_sbat_is_inherited() {
+        let mut stub = tiny_pe(0x8664, 0x1000);
+        // Rename .text: the stub's one section is now its SBAT data.
+        let s = 0x44 + 20 + 112;
+        stub[s..s + 8].copy_from_slice(b".sbat\0\0\0");
+        let kernel = tiny_kernel_x86();
+        let uki = build(&Parts {
+            stub: &stub,
+            kernel: &kernel,
+            initrd: &[],
+            cmdline: None,
+            osrel: "ID=phase\n",
+            uname: None,
+            dtb: None,
+        })
+        .unwrap();
+        let pe = Pe::parse(&uki.bytes, "uki").unwrap();
+        let sbat: Vec<&str> = pe
+            .sections
+            .iter()
+            .filter(|s| s.name == ".sbat")
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(
+            sbat.len(),
+            1,
+            "shim refuses an image with two .sbat sections"
+        );
+        assert_eq!(pe.section(".sbat").unwrap().raw_offset, 0x200);
     }
 
     #[test]
@@ -525,7 +734,7 @@ mod tests {
             0x09, 0x00, 0x00, 0x00,                   // VirtualSize: 9 bytes
             0x00, 0x20, 0x00, 0x00,                   // VirtualAddress 0x2000
             0x00, 0x02, 0x00, 0x00,                   // SizeOfRawData 0x200
-            0x00, 0x10, 0x00, 0x00,                   // PointerToRawData 0x1000
+            0x00, 0x04, 0x00, 0x00,                   // PointerToRawData 0x400, after .text
             0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,       // no relocations or line numbers
             0x40, 0x00, 0x00, 0x40,                   // initialized data, readable
         ];
@@ -553,23 +762,79 @@ mod tests {
         .unwrap();
         let pe = Pe::parse(&uki.bytes, "uki").unwrap();
         let names: Vec<&str> = pe.sections.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, [".text", ".osrel", ".dtb", ".linux", ".initrd"]);
-        let dtb = 0xF0 + 40; // the second new header, after .text and .osrel
+        assert_eq!(
+            names,
+            [".text", ".osrel", ".sbat", ".dtb", ".linux", ".initrd"]
+        );
+        let dtb = 0xF0 + 80; // the third new header, after .osrel and .sbat
         assert_eq!(&uki.bytes[dtb..dtb + 8], b".dtb\0\0\0\0");
         assert_eq!(&uki.bytes[dtb + 24..dtb + 36], &[0; 12]);
     }
 
+    /// The PE checksum as Python's `pefile` computes it (an independent
+    /// implementation of imagehlp's `CheckSumMappedFile`), or `None` after
+    /// the skip rule.
+    fn pefile_checksum(path: &std::path::Path) -> Option<u32> {
+        // Debian's own interpreter, which has Debian's python3-pefile.
+        let python =
+            phase_testkit::file("/usr/bin/python3", "PE checksum", "Debian package python3")?;
+        let out = std::process::Command::new(python)
+            .args([
+                "-c",
+                "import pefile,sys; print(pefile.PE(sys.argv[1], fast_load=True).generate_checksum())",
+            ])
+            .arg(path)
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            let why = String::from_utf8_lossy(&out.stderr);
+            phase_testkit::skip(
+                "PE checksum",
+                format_args!("pefile does not run (Debian package python3-pefile): {why}"),
+            );
+            return None;
+        }
+        Some(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap())
+    }
+
     #[test]
-    fn checksum_matches_known_value() {
-        // Debian's stub ships with a checksum; recomputing it must agree.
-        let path = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
-        let Ok(stub) = std::fs::read(path) else {
-            println!("SKIPPED checksum against {path}: not installed");
+    fn checksums_agree_with_pefile() {
+        // Debian's stub carries a checksum; ours, pefile's and the stored
+        // one must be the same number. (osslsigncode gets odd-length files
+        // wrong by one, so it is not the referee here.)
+        let Some(path) = phase_testkit::file(
+            "/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+            "PE checksum",
+            "Debian package systemd-boot-efi",
+        ) else {
             return;
         };
-        let pe = Pe::parse(&stub, path).unwrap();
-        if pe.checksum != 0 {
-            assert_eq!(pe_checksum(&stub, pe.opt + 64), pe.checksum);
+        let stub = std::fs::read(&path).unwrap();
+        let pe = Pe::parse(&stub, "stub").unwrap();
+        let Some(reference) = pefile_checksum(&path) else {
+            return;
+        };
+        assert_eq!(pe_checksum(&stub, pe.opt + 64), reference);
+        assert_eq!(pe.checksum, reference, "the stub's stored checksum");
+        // And what we write into UKIs.
+        let dir = tempfile::tempdir().unwrap();
+        for (i, extra) in [0usize, 4099].into_iter().enumerate() {
+            let mut kernel = tiny_kernel_x86();
+            kernel.extend(std::iter::repeat_n(0x5A, extra));
+            let uki = build(&Parts {
+                stub: &stub,
+                kernel: &kernel,
+                initrd: &[7; 3001],
+                cmdline: Some("console=ttyS0"),
+                osrel: "ID=phase\n",
+                uname: None,
+                dtb: None,
+            })
+            .unwrap();
+            let out = dir.path().join(format!("uki{i}.efi"));
+            std::fs::write(&out, &uki.bytes).unwrap();
+            let pe = Pe::parse(&uki.bytes, "uki").unwrap();
+            assert_eq!(Some(pe.checksum), pefile_checksum(&out), "UKI {i}");
         }
     }
 

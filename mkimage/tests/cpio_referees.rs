@@ -12,20 +12,10 @@ use mkimage::initramfs::{self, Inputs};
 use mkimage::kmod::KernelTree;
 use mkimage::spec::Spec;
 
-/// Whether `tool` runs; when it does not, fails under `PHASE_REQUIRE_TOOLS`
-/// (as `cargo xtask test` sets) and otherwise lets the caller skip.
-fn have(tool: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    assert!(
-        ok || std::env::var_os("PHASE_REQUIRE_TOOLS").is_none(),
-        "{tool} is missing and PHASE_REQUIRE_TOOLS is set"
-    );
-    ok
+/// Whether `tool` is installed; otherwise the workspace's skip rule
+/// ([`phase_testkit::skip`]) has been applied.
+fn have(tool: &str, check: &str) -> bool {
+    phase_testkit::tool(tool, check).is_some()
 }
 
 fn sample() -> Archive {
@@ -58,8 +48,7 @@ fn sample() -> Archive {
 
 #[test]
 fn gnu_cpio_reads_back_every_entry_kind() {
-    if !have("cpio") {
-        eprintln!("SKIPPED: GNU cpio is not installed (apt-get install cpio)");
+    if !have("cpio", "GNU cpio reads back every entry kind") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -147,8 +136,7 @@ fn gnu_cpio_reads_back_every_entry_kind() {
 
 #[test]
 fn bsdtar_reads_back_every_compression() {
-    if !have("bsdtar") {
-        eprintln!("SKIPPED: bsdtar is not installed (apt-get install libarchive-tools)");
+    if !have("bsdtar", "bsdtar reads back every entry kind") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -234,6 +222,8 @@ fn elf64_with_modinfo(modinfo: &[u8]) -> Vec<u8> {
     out[0..4].copy_from_slice(b"\x7fELF");
     out[4] = 2; // ELFCLASS64
     out[5] = 1; // little-endian
+    out[0x10..0x12].copy_from_slice(&1u16.to_le_bytes()); // ET_REL
+    out[0x12..0x14].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
     out[0x28..0x30].copy_from_slice(&shoff.to_le_bytes());
     out[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes()); // e_shentsize
     out[0x3c..0x3e].copy_from_slice(&3u16.to_le_bytes()); // e_shnum
@@ -416,17 +406,11 @@ fn debian_module_closures() {
         ),
     ];
     for (var, want) in cases {
-        let Some(tree) = std::env::var_os(var) else {
-            assert!(
-                std::env::var_os("PHASE_REQUIRE_TOOLS").is_none(),
-                "{var} is not set and PHASE_REQUIRE_TOOLS is set"
-            );
-            eprintln!(
-                "SKIPPED for {var}: not set (cargo xtask test sets it to a Debian kernel tree)"
-            );
+        let Some(tree) = phase_testkit::env_dir(var, "module closure of a Debian kernel tree")
+        else {
             continue;
         };
-        let tree = KernelTree::open(Path::new(&tree), None).unwrap();
+        let tree = KernelTree::open(&tree, None).unwrap();
         let index = mkimage_index(&tree, &["virtio_net"]);
         let mut got: Vec<&str> = index.modules.iter().map(|m| m.name.as_str()).collect();
         got.sort();

@@ -86,6 +86,50 @@ fn fixed_size_volume_passes_fsck() {
 }
 
 #[test]
+fn mtools_ignores_a_long_name_whose_checksum_is_wrong() {
+    // The long names above read back only if each long entry's checksum
+    // matches its short entry: with one checksum byte changed, mdir lists
+    // the file by its short name only.
+    if referee::tool("mcopy", "long-name checksum read-back").is_none() {
+        return;
+    }
+    let mut f = Files::new();
+    f.add("Mixed.Case", b"body".to_vec()).unwrap();
+    let img = fat::build(&f, &FatOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.img");
+    std::fs::write(&good, &img.bytes).unwrap();
+    assert_eq!(
+        referee::mtools_read(&good, 0, "Mixed.Case").unwrap(),
+        b"body"
+    );
+    // The root directory follows the reserved sectors and two FATs of one
+    // sector each; its one long-name entry has the attribute byte 0x0F.
+    let root = (4 + 2) * 512;
+    let lfn = (root..root + 16 * 32)
+        .step_by(32)
+        .find(|&e| img.bytes[e + 11] == 0x0F)
+        .expect("no long-name entry in the root directory");
+    let mut bad = img.bytes.clone();
+    bad[lfn + 13] ^= 0x01;
+    let broken = dir.path().join("broken.img");
+    std::fs::write(&broken, &bad).unwrap();
+    let listing = std::process::Command::new(phase_testkit::find_tool("mdir").unwrap())
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(&broken)
+        .arg("::")
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        !listing.contains("Mixed.Case"),
+        "mdir still shows the long name:\n{listing}"
+    );
+    assert!(listing.contains("MIXED~1"), "{listing}");
+}
+
+#[test]
 fn fsck_notices_a_broken_image() {
     // The referee must be able to fail: a FAT whose second copy differs.
     let Some(_) = referee::tool("fsck.fat", "fsck.fat sanity check") else {

@@ -8,6 +8,7 @@
 //! as in production; a missing one skips its part with a printed reason
 //! (a failure under `PHASE_REQUIRE_TOOLS`, which `cargo xtask test` sets).
 
+mod fixtures;
 mod referee;
 
 use std::path::{Path, PathBuf};
@@ -15,21 +16,7 @@ use std::process::Command;
 
 const EPOCH: &str = "1700000000";
 
-/// A stand-in x86_64 kernel: a PE32+ image with "HdrS" at 0x202.
-fn fake_kernel() -> Vec<u8> {
-    let mut b = vec![0u8; 0x10000];
-    b[0..2].copy_from_slice(b"MZ");
-    b[0x3C..0x40].copy_from_slice(&0x40u32.to_le_bytes());
-    b[0x40..0x44].copy_from_slice(b"PE\0\0");
-    b[0x44..0x46].copy_from_slice(&0x8664u16.to_le_bytes());
-    b[0x54..0x56].copy_from_slice(&112u16.to_le_bytes());
-    b[0x58..0x5A].copy_from_slice(&0x20Bu16.to_le_bytes());
-    b[0x202..0x206].copy_from_slice(b"HdrS");
-    for (i, x) in b[0x400..].iter_mut().enumerate() {
-        *x = (i * 7 % 251) as u8;
-    }
-    b
-}
+use fixtures::{elf_exec, fake_kernel};
 
 fn mkimage(args: &[&str]) -> std::process::Output {
     referee::run(
@@ -53,7 +40,7 @@ fn inputs() -> Inputs {
     let kernel = dir.path().join("vmlinuz");
     std::fs::write(&kernel, fake_kernel()).unwrap();
     let init = dir.path().join("init");
-    std::fs::write(&init, b"\x7fELF stand-in init").unwrap();
+    std::fs::write(&init, elf_exec(fixtures::EM_X86_64, 4096)).unwrap();
     let spec = dir.path().join("spec.toml");
     std::fs::write(
         &spec,
@@ -81,15 +68,7 @@ fn inputs() -> Inputs {
 
 /// What each format needs beyond the kernel and initramfs, if present.
 fn have(path: &str, what: &str) -> bool {
-    let ok = Path::new(path).exists();
-    if !ok {
-        assert!(
-            std::env::var_os("PHASE_REQUIRE_TOOLS").is_none(),
-            "{what}: {path} is missing and PHASE_REQUIRE_TOOLS is set"
-        );
-        println!("SKIPPED {what}: {path} is not installed");
-    }
-    ok
+    phase_testkit::file(path, what, "a Debian package cargo xtask setup installs").is_some()
 }
 
 /// Builds `format` into `out` with the boot inputs.
@@ -177,6 +156,187 @@ fn every_format_is_bit_identical_across_builds() {
             "{name} differs between a fresh build and one over an old file"
         );
         println!("{name}: {} bytes, identical", a.len());
+    }
+}
+
+/// One build environment for [`every_format_is_bit_identical_across_environments`].
+struct Env {
+    /// Where the inputs are made, in this order, with this mtime.
+    dir: PathBuf,
+    reverse_order: bool,
+    mtime: std::time::SystemTime,
+    umask: &'static str,
+    tz: &'static str,
+    locale: &'static str,
+}
+
+/// A tmpfs mounted for the test (its readdir order is the reverse of
+/// creation, unlike ext4's hash order), unmounted on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount() -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=64m",
+                "phase-test",
+                dir.path().to_str().unwrap(),
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            Some(Tmpfs(dir))
+        } else {
+            phase_testkit::skip(
+                "builds in two environments",
+                "cannot mount a tmpfs (needs root)",
+            );
+            None
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+/// The names in `dir` in the order the file system lists them.
+fn listing_order(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn every_format_is_bit_identical_across_environments() {
+    // The same inputs made and built in two environments that differ in
+    // every way a build host can: file mtimes, the order files were created
+    // and are listed in, umask, TZ, locale, working directory (and so
+    // relative against absolute paths). SOURCE_DATE_EPOCH is the same.
+    let stub = have(
+        "/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+        "UEFI formats",
+    );
+    let bios =
+        have("/usr/bin/syslinux", "usb and qcow2") && have("/usr/lib/ISOLINUX/isolinux.bin", "iso");
+    if !(stub && bios) {
+        return;
+    }
+    let Some(tmpfs) = Tmpfs::mount() else { return };
+    let ext4 = tempfile::tempdir().unwrap();
+    let day = std::time::Duration::from_secs(86_400);
+    let envs = [
+        Env {
+            dir: ext4.path().to_owned(),
+            reverse_order: false,
+            mtime: std::time::UNIX_EPOCH + day * 11_000,
+            umask: "022",
+            tz: "UTC",
+            locale: "C",
+        },
+        Env {
+            dir: tmpfs.0.path().to_owned(),
+            reverse_order: true,
+            mtime: std::time::UNIX_EPOCH + day * 22_000,
+            umask: "077",
+            tz: "Pacific/Kiritimati",
+            locale: "C.UTF-8",
+        },
+    ];
+    let dtbs = [
+        "apple-t8103-j274.dtb",
+        "apple-t8103-j293.dtb",
+        "apple-t8112-j413.dtb",
+    ];
+    let mut outputs = Vec::new();
+    for env in &envs {
+        // Inputs: the same bytes, made in this environment's order.
+        let files: Vec<(String, Vec<u8>)> = {
+            let mut f = vec![
+                ("vmlinuz".to_owned(), fake_kernel()),
+                ("init".to_owned(), elf_exec(fixtures::EM_X86_64, 4096)),
+                (
+                    "spec.toml".to_owned(),
+                    b"name = \"test\"\n[[file]]\npath = \"/init\"\nsource = \"@init\"\nmode = 0o755\n[[file]]\npath = \"/etc/motd\"\ntext = \"hello\\n\"\n[[dir]]\npath = \"/proc\"\n".to_vec(),
+                ),
+            ];
+            f.extend(
+                dtbs.iter()
+                    .map(|d| (format!("dtb/{d}"), fixtures::fake_dtb())),
+            );
+            if env.reverse_order {
+                f.reverse();
+            }
+            f
+        };
+        std::fs::create_dir_all(env.dir.join("dtb")).unwrap();
+        for (name, bytes) in &files {
+            let path = env.dir.join(name);
+            std::fs::write(&path, bytes).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(env.mtime)
+                .unwrap();
+        }
+        let run = |args: &[&str]| {
+            // umask through the shell, everything else through the
+            // environment; paths relative to the working directory.
+            referee::run(
+                Command::new("sh")
+                    .args(["-c", &format!("umask {} && exec \"$0\" \"$@\"", env.umask)])
+                    .arg(env!("CARGO_BIN_EXE_mkimage"))
+                    .args(args)
+                    .current_dir(&env.dir)
+                    .env("SOURCE_DATE_EPOCH", EPOCH)
+                    .env("TZ", env.tz)
+                    .env("LC_ALL", env.locale)
+                    .env("LANG", env.locale),
+            );
+        };
+        run(&[
+            "cpio",
+            "--spec",
+            "spec.toml",
+            "--input",
+            "init=init",
+            "--out",
+            "initrd.cpio.zst",
+        ]);
+        let boot = ["--kernel", "vmlinuz", "--initrd", "initrd.cpio.zst"];
+        let with = |format: &str, extra: &[&str]| {
+            let mut args = vec![format];
+            args.extend(boot);
+            args.extend_from_slice(extra);
+            args.extend(["--out", format]);
+            run(&args);
+        };
+        with("uki", &["--cmdline", "console=ttyS0"]);
+        with("esp", &["--dtb-dir", "dtb"]);
+        with("usb", &[]);
+        with("iso", &[]);
+        with("qcow2", &[]);
+        outputs.push(env.dir.clone());
+    }
+    // The environments really differ where the file system shows it.
+    assert_ne!(
+        listing_order(&envs[0].dir.join("dtb")),
+        listing_order(&envs[1].dir.join("dtb")),
+        "both file systems list the DTBs in the same order: the test proves nothing about it"
+    );
+    for name in ["initrd.cpio.zst", "uki", "esp", "usb", "iso", "qcow2"] {
+        let a = std::fs::read(outputs[0].join(name)).unwrap();
+        let b = std::fs::read(outputs[1].join(name)).unwrap();
+        assert!(a == b, "{name} differs between the two environments");
+        println!("{name}: {} bytes, identical across environments", a.len());
     }
 }
 
@@ -411,13 +571,16 @@ fn bad_inputs_give_specific_errors() {
         o,
     ]);
     assert!(
-        e.contains("the systemd-boot stub /nonexistent cannot be read"),
+        e.contains("the systemd-stub /nonexistent cannot be read"),
         "{e}"
     );
     let e = run(&["esp", "--stub", i, "--kernel", k, "--initrd", i, "-o", o]);
     assert!(e.contains("is not a usable systemd-stub"), "{e}");
     let e = run(&["esp", "--kernel", i, "--initrd", i, "-o", o]);
-    assert!(e.contains("compressed (zstd)"), "{e}");
+    assert!(
+        e.contains("is an initramfs (zstd-compressed cpio), not a kernel"),
+        "{e}"
+    );
     if have("/usr/lib/systemd/boot/efi/linuxx64.efi.stub", "size error") {
         let e = run(&[
             "esp", "--size", "64K", "--direct", "--kernel", k, "--initrd", i, "-o", o,
@@ -487,4 +650,85 @@ fn xsc_profile_lists_both_variants_in_both_menus() {
         assert!(entry.contains("efi /EFI/phase/cfi_compat.efi"), "{entry}");
         assert!(entry.contains("phase.mode=local"), "{entry}");
     }
+}
+
+/// An initramfs whose spec names a state partition gets one on the USB disk
+/// (sized automatically and to a given size): partition 2, 1 MiB of zeros
+/// on a MiB boundary, with the label and our type, as sgdisk reads it.
+#[test]
+fn usb_makes_the_state_partition_the_image_names() {
+    if !have("/usr/bin/syslinux", "USB referees")
+        || !have(
+            "/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+            "UEFI referees",
+        )
+    {
+        return;
+    }
+    let base = inputs();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("state.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "{}\n[state]\npartlabel = \"PHASE-STATE\"\n",
+            std::fs::read_to_string(&base.spec).unwrap()
+        ),
+    )
+    .unwrap();
+    let initrd = dir.path().join("initrd.cpio.zst");
+    mkimage(&[
+        "cpio",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--input",
+        &format!("init={}", base.init.display()),
+        "--out",
+        initrd.to_str().unwrap(),
+    ]);
+    let with_state = Inputs {
+        initrd,
+        spec,
+        ..base
+    };
+    for extra in [&[][..], &["--size", "64M"][..]] {
+        let usb = dir.path().join("usb.img");
+        build("usb", &with_state, &usb, extra);
+        let disk = std::fs::read(&usb).unwrap();
+        // The second entry of the partition array at LBA 2.
+        let entry = &disk[1024 + 128..1024 + 256];
+        let first = u64::from_le_bytes(entry[32..40].try_into().unwrap());
+        let last = u64::from_le_bytes(entry[40..48].try_into().unwrap());
+        assert_eq!(first % 2048, 0, "{extra:?}: not on a MiB boundary");
+        assert_eq!((last + 1 - first) * 512, 1 << 20, "{extra:?}");
+        let part = &disk[(first * 512) as usize..((last + 1) * 512) as usize];
+        assert!(part.iter().all(|&b| b == 0), "{extra:?}: not blank");
+        let name: Vec<u16> = entry[56..]
+            .chunks(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .take_while(|&c| c != 0)
+            .collect();
+        assert_eq!(String::from_utf16(&name).unwrap(), "PHASE-STATE");
+        if extra.is_empty() {
+            assert_eq!(disk.len() as u64 % (1 << 20), 0);
+        } else {
+            assert_eq!(disk.len() as u64, 64 << 20);
+        }
+        if let Some(t) = referee::tool("sgdisk", "sgdisk -v / -i") {
+            let text = referee::text(&referee::run(Command::new(&t).arg("-v").arg(&usb)));
+            assert!(text.contains("No problems found"), "{text}");
+            let text = referee::text(&referee::run(Command::new(t).args(["-i", "2"]).arg(&usb)));
+            assert!(
+                text.contains(&phase_initramfs::state::PARTITION_TYPE_GUID.to_uppercase()),
+                "{text}"
+            );
+            assert!(text.contains("Partition name: 'PHASE-STATE'"), "{text}");
+        }
+    }
+    // Without [state], no second partition.
+    let usb = dir.path().join("plain.img");
+    let plain = inputs();
+    build("usb", &plain, &usb, &[]);
+    let disk = std::fs::read(&usb).unwrap();
+    assert!(disk[1024 + 128..1024 + 256].iter().all(|&b| b == 0));
 }

@@ -6,23 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The tool's path, or `None` after printing why the check is skipped.
+/// The tool's path, or `None` after the workspace's skip rule
+/// ([`phase_testkit::skip`]).
 pub fn tool(name: &str, check: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in
-        std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-    {
-        let candidate = dir.join(name);
-        if candidate.is_file() {
-            return Some(candidate);
-        }
-    }
-    assert!(
-        std::env::var_os("PHASE_REQUIRE_TOOLS").is_none(),
-        "{check}: {name} is missing and PHASE_REQUIRE_TOOLS is set"
-    );
-    println!("SKIPPED {check}: {name} is not installed");
-    None
+    phase_testkit::tool(name, check)
 }
 
 /// Runs a tool, returning its output; panics with both streams when it fails.
