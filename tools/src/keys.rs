@@ -1,6 +1,11 @@
-//! Key files. A private key is PKCS#8 PEM (RFC 8410), readable by OpenSSL,
-//! mode 0600; a public key is the JSON [`KeyRecord`] a trust store lists,
-//! so it carries its key id.
+//! Key files. A private key is PKCS#8 PEM, mode 0600; a public key is the
+//! JSON [`KeyRecord`] a trust store lists, so it carries its key id.
+//!
+//! The private key is written as RFC 8410's `OneAsymmetricKey` **version 1**
+//! (`PrivateKeyInfo`: the seed and nothing else), which every OpenSSL since
+//! 1.1.1 reads. Version 2 adds the public key, and OpenSSL 3.0 (Debian 12's)
+//! refuses it for Ed25519, so a key written that way could not be inspected
+//! or used there. Both versions are read.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -8,8 +13,8 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::pkcs8::DecodePrivateKey;
+use phase_manifest::encoding::base64;
 use phase_manifest::{KeyId, KeyRecord, ManifestError, PublicKey};
 use thiserror::Error;
 
@@ -23,8 +28,6 @@ pub enum KeysError {
     Exists(PathBuf),
     #[error("write {0}")]
     Write(PathBuf, #[source] io::Error),
-    #[error("encode PKCS#8")]
-    Encode(#[source] ed25519_dalek::pkcs8::Error),
     #[error("read private key {0}")]
     ReadPrivate(PathBuf, #[source] io::Error),
     #[error(
@@ -62,9 +65,7 @@ pub fn keygen(dir: &Path, name: &str) -> Result<GeneratedKey, KeysError> {
     getrandom::fill(&mut seed).map_err(KeysError::Random)?;
     let signing = SigningKey::from_bytes(&seed);
     seed.fill(0);
-    let pem = signing
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(KeysError::Encode)?;
+    let pem = pkcs8_v1_pem(&signing);
     write_new(&private_path, pem.as_bytes(), 0o600)?;
     let public = public_of(&signing);
     write_new(&public_path, public.record().to_json().as_bytes(), 0o644)?;
@@ -73,6 +74,59 @@ pub fn keygen(dir: &Path, name: &str) -> Result<GeneratedKey, KeysError> {
         public_key: public_path,
         key_id: public.id().to_string(),
     })
+}
+
+/// The DER prefix of an Ed25519 `PrivateKeyInfo` (RFC 8410 §7, RFC 5958
+/// version 1); the 32-byte seed follows it.
+const PKCS8_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, // SEQUENCE, 46 bytes: OneAsymmetricKey
+    0x02, 0x01, 0x00, // INTEGER 0: version v1 (no public key)
+    0x30, 0x05, // SEQUENCE, 5 bytes: AlgorithmIdentifier
+    0x06, 0x03, 0x2b, 0x65, 0x70, // OID 1.3.101.112: id-Ed25519
+    0x04, 0x22, // OCTET STRING, 34 bytes: privateKey
+    0x04, 0x20, // OCTET STRING, 32 bytes: CurvePrivateKey, the seed
+];
+
+/// The DER of `signing` as a version-1 `PrivateKeyInfo`.
+fn pkcs8_v1_der(signing: &SigningKey) -> [u8; 48] {
+    let mut der = [0u8; 48];
+    der[..16].copy_from_slice(&PKCS8_V1_PREFIX);
+    der[16..].copy_from_slice(signing.as_bytes());
+    der
+}
+
+/// The PEM (`BEGIN PRIVATE KEY`) of [`pkcs8_v1_der`]. 48 bytes make 64
+/// base64 characters: one line.
+fn pkcs8_v1_pem(signing: &SigningKey) -> Secret {
+    let mut der = pkcs8_v1_der(signing);
+    let body = Secret(base64(&der));
+    der.fill(0);
+    Secret(format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        body.0
+    ))
+}
+
+/// Text holding a secret, cleared when it is dropped.
+struct Secret(String);
+
+impl Secret {
+    fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    fn zeroize_in_place(&mut self) {
+        // Overwriting with ASCII zeros keeps the String valid UTF-8.
+        let len = self.0.len();
+        self.0.clear();
+        self.0.extend(std::iter::repeat_n('0', len));
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.zeroize_in_place();
+    }
 }
 
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeysError> {
@@ -146,6 +200,106 @@ mod tests {
         // Two keys are different keys.
         let other = keygen(dir.path(), "other").unwrap();
         assert_ne!(other.key_id, generated.key_id);
+    }
+
+    /// RFC 8410 §10.3's example private key: a version-1 `PrivateKeyInfo`.
+    const RFC8410_PEM: &str = "-----BEGIN PRIVATE KEY-----\n\
+        MC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n\
+        -----END PRIVATE KEY-----\n";
+    const RFC8410_SEED: &str = "d4ee72dbf913584ad5b6d8f1f769f8ad3afe7c28cbf1d4fbe097a88f44755842";
+
+    #[test]
+    fn private_keys_are_written_as_pkcs8_v1_byte_for_byte() {
+        let seed = phase_manifest::encoding::unhex::<32>(RFC8410_SEED).unwrap();
+        let signing = SigningKey::from_bytes(&seed);
+        assert_eq!(pkcs8_v1_pem(&signing).0, RFC8410_PEM);
+        let der = pkcs8_v1_der(&signing);
+        assert_eq!(der[4], 0x00, "version v1");
+        assert_eq!(&der[16..], &seed);
+        // Different seeds, different keys, same framing.
+        for byte in [0u8, 1, 0xff] {
+            let der = pkcs8_v1_der(&SigningKey::from_bytes(&[byte; 32]));
+            assert_eq!(der[..16], PKCS8_V1_PREFIX);
+            assert_eq!(der[16..], [byte; 32]);
+        }
+    }
+
+    #[test]
+    fn both_pkcs8_versions_are_read() {
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
+        use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+        let dir = tempfile::tempdir().unwrap();
+        let seed = phase_manifest::encoding::unhex::<32>(RFC8410_SEED).unwrap();
+        let signing = SigningKey::from_bytes(&seed);
+        // Version 2 (with the public key), as ed25519-dalek and older
+        // releases of this tool wrote it.
+        let v2 = signing.to_pkcs8_pem(LineEnding::LF).unwrap();
+        assert_ne!(v2.as_str(), RFC8410_PEM);
+        for (name, pem) in [("v1.key", RFC8410_PEM), ("v2.key", v2.as_str())] {
+            let path = dir.path().join(name);
+            write_new(&path, pem.as_bytes(), 0o600).unwrap();
+            let read = read_signing_key(&path).unwrap();
+            assert_eq!(read.as_bytes(), &seed, "{name}");
+        }
+    }
+
+    /// `openssl`, or `None` with a printed reason (a failure under
+    /// `PHASE_REQUIRE_TOOLS`).
+    fn openssl() -> Option<&'static str> {
+        let present = std::process::Command::new("openssl")
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if present {
+            return Some("openssl");
+        }
+        phase_testkit::skip(
+            module_path!(),
+            format_args!("openssl is not installed (apt-get install openssl)"),
+        );
+        None
+    }
+
+    #[test]
+    fn openssl_reads_the_private_key_and_derives_the_same_public_key() {
+        let Some(openssl) = openssl() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a", "b", "c"] {
+            let generated = keygen(dir.path(), name).unwrap();
+            let check = std::process::Command::new(openssl)
+                .args(["pkey", "-noout", "-in"])
+                .arg(&generated.private_key)
+                .output()
+                .unwrap();
+            assert!(
+                check.status.success(),
+                "openssl pkey refused {}: {}",
+                generated.private_key.display(),
+                String::from_utf8_lossy(&check.stderr)
+            );
+            let pubout = std::process::Command::new(openssl)
+                .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+                .arg(&generated.private_key)
+                .output()
+                .unwrap();
+            assert!(pubout.status.success(), "{pubout:?}");
+            // SubjectPublicKeyInfo of Ed25519 (RFC 8410 §4): 12 bytes of
+            // framing, then the 32-byte key.
+            let spki = pubout.stdout;
+            assert_eq!(spki.len(), 44, "{spki:02x?}");
+            assert_eq!(
+                spki[..12],
+                [
+                    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00
+                ]
+            );
+            let ours = read_public_key(&generated.public_key).unwrap();
+            assert_eq!(
+                phase_manifest::encoding::hex(&spki[12..]),
+                ours.record().public_key,
+                "{name}"
+            );
+        }
     }
 
     #[test]

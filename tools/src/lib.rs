@@ -18,12 +18,17 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod announce;
+pub mod formats;
+pub mod kconfig;
 pub mod keys;
 pub mod nginx;
 pub mod publish;
+pub mod secureboot;
 pub mod serve;
 #[cfg(feature = "test-ca")]
 pub mod testca;
 pub mod testdata;
+pub mod testnet;
 pub mod time;
 pub mod verify;

@@ -6,15 +6,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use phase_manifest::rotation::Rotation;
-use phase_manifest::{Arch, Envelope, Handoff, KeyRecord, State, TrustStore};
+use phase_manifest::{Arch, Envelope, Handoff, KeyRecord, State, TrustStore, trust};
+use phase_tools::announce::{self, Announcer, Target};
 use phase_tools::publish::{self, Release};
 use phase_tools::serve::{RequestLog, Server, TlsFiles};
 use phase_tools::verify::{self, Source};
-use phase_tools::{keys, time};
+use phase_tools::{keys, secureboot, time};
 
 #[derive(Parser)]
 #[command(
@@ -30,25 +32,51 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Generate a signing key: NAME.key (PKCS#8 PEM, mode 0600) and NAME.pub.
+    /// With --secure-boot: an RSA key NAME.key and a self-signed code-signing
+    /// certificate NAME.crt (PEM) and NAME.cer (DER, for `mokutil --import`),
+    /// for `mkimage --sign NAME.key --cert NAME.crt`.
+    #[command(after_help = "Example:\n  phase keygen --out keys --name release\n  \
+        # keys/release.key stays offline; keys/release.pub goes into images ([trust] keys)\n  \
+        phase keygen --secure-boot --out keys --name db   # for mkimage --sign keys/db.key --cert keys/db.crt")]
     Keygen {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
         #[arg(long, default_value = "phase")]
         name: String,
+        /// A UEFI Secure Boot key and certificate instead of a manifest key.
+        #[arg(long)]
+        secure_boot: bool,
+        /// RSA key size for --secure-boot: 2048, 3072 or 4096.
+        #[arg(long, default_value_t = 2048, requires = "secure_boot")]
+        bits: usize,
+        /// The certificate's common name (--secure-boot).
+        #[arg(
+            long,
+            default_value = "Phase Boot Secure Boot signing key",
+            requires = "secure_boot"
+        )]
+        common_name: String,
+        /// How long the certificate is valid, in days (--secure-boot).
+        #[arg(long, default_value_t = 3650, requires = "secure_boot")]
+        days: u32,
         #[arg(long)]
         json: bool,
     },
     /// Write the trust store an image carries (/etc/phase/trust.json).
+    #[command(
+        after_help = "Example:\n  phase trust --key keys/release.pub --out trust.json\n  \
+        # the store mkimage bakes from the same [trust]; use it with verify, rotate and publish"
+    )]
     Trust {
         /// Public-key files (from keygen), one per trusted key.
         #[arg(long = "key", value_name = "PUB", required = true)]
         keys: Vec<PathBuf>,
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = trust::DEFAULT_THRESHOLD)]
         threshold: usize,
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = trust::DEFAULT_VERSION_FLOOR)]
         version_floor: u64,
         /// How far above the floor a manifest's version may be.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = trust::DEFAULT_MAX_VERSION_JUMP)]
         max_version_jump: u64,
         /// RFC 3339 time or seconds since the epoch; default now.
         #[arg(long, value_name = "TIME")]
@@ -57,10 +85,23 @@ enum Command {
         out: PathBuf,
     },
     /// Hash and copy artifacts into TREE and sign TREE/<channel>/<arch>/manifest.json.
+    #[command(after_help = "Examples:\n  \
+        phase publish --key keys/release.key --arch x86_64 \\\n      \
+        --kernel vmlinuz --initrd initrd.img --cmdline \"console=ttyS0\" \\\n      \
+        --version 1 --expires 30d --out tree\n  \
+        # after `phase rotate`, with the new key, carrying the rotation to machines:\n  \
+        phase publish --key keys/new.key --rotation rotation-1.json --trust-store trust.json \\\n      \
+        --arch x86_64 --kernel vmlinuz --initrd initrd.img --cmdline \"console=ttyS0\" \\\n      \
+        --version 2 --expires 30d --out tree")]
     Publish(PublishArgs),
     /// Check a manifest (file or URL) as a booting machine would; print the first failure.
+    #[command(after_help = "Examples:\n  \
+        phase verify --trust keys/release.pub tree/stable/x86_64/manifest.json --artifacts\n  \
+        phase verify --trust-store trust.json http://192.0.2.10:8080/stable/x86_64/manifest.json")]
     Verify(VerifyArgs),
     /// Serve a published tree (a development provider).
+    #[command(after_help = "Example:\n  phase serve tree --listen 0.0.0.0:8080\n  \
+        # machines boot with phase.provider=http://<this host's address>:8080")]
     Serve {
         tree: PathBuf,
         /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks one).
@@ -73,8 +114,44 @@ enum Command {
         /// Log requests as JSON lines.
         #[arg(long)]
         json: bool,
+        /// Also answer Multicast DNS queries for the tree (as `phase announce`).
+        #[arg(long)]
+        announce: bool,
+        #[command(flatten)]
+        announcing: AnnounceArgs,
+    },
+    /// Answer Multicast DNS queries for a provider tree served elsewhere
+    /// (nginx, a CDN edge), so machines booting with phase.mode=local find it.
+    Announce {
+        /// The tree's base URL as machines on the LAN reach it; a host name
+        /// is resolved once, to its IPv4 address.
+        #[arg(long)]
+        url: String,
+        #[command(flatten)]
+        announcing: AnnounceArgs,
+    },
+    /// Browse for providers as a machine booting with phase.mode=local does.
+    Discover {
+        /// Interface to browse on (default: the one routing to 224.0.0.251).
+        #[arg(long, value_name = "IF")]
+        interface: Option<String>,
+        #[arg(long, default_value = "stable")]
+        channel: String,
+        /// Default: this host's.
+        #[arg(long)]
+        arch: Option<String>,
+        /// How long to browse.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        #[arg(long)]
+        json: bool,
     },
     /// Sign a key rotation: current keys (threshold) and the new keys both sign.
+    #[command(after_help = "Example:\n  \
+        phase keygen --out keys --name new\n  \
+        phase rotate --trust-store trust.json --new-key keys/new.pub --threshold 1 \\\n      \
+        --key keys/release.key --key keys/new.key --out rotation-1.json\n  \
+        # then carry it to machines: phase publish --rotation rotation-1.json --trust-store trust.json …")]
     Rotate {
         /// The trust store the rotation starts from.
         #[arg(long, value_name = "FILE")]
@@ -90,6 +167,50 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Kernel configs against the init's profiles (kconfigs/).
+    Kconfig {
+        #[command(subcommand)]
+        command: phase_tools::kconfig::KconfigCommand,
+    },
+}
+
+#[derive(Args)]
+struct AnnounceArgs {
+    /// Interface to announce on (default: the one routing to 224.0.0.251).
+    #[arg(long, value_name = "IF")]
+    interface: Option<String>,
+    /// Instance name (default: "Phase Boot on HOSTNAME").
+    #[arg(long)]
+    name: Option<String>,
+    /// Channels served, comma-separated (default: every channel).
+    #[arg(long, value_delimiter = ',')]
+    channels: Option<Vec<String>>,
+    /// Architectures served, comma-separated (default: every one).
+    #[arg(long, value_delimiter = ',')]
+    arches: Option<Vec<String>>,
+    /// Lower is tried first.
+    #[arg(long, default_value_t = 0)]
+    priority: u16,
+}
+
+impl AnnounceArgs {
+    fn given(&self) -> bool {
+        self.interface.is_some()
+            || self.name.is_some()
+            || self.channels.is_some()
+            || self.arches.is_some()
+            || self.priority != 0
+    }
+
+    fn options(self) -> announce::Options {
+        announce::Options {
+            interface: self.interface,
+            name: self.name,
+            channels: self.channels,
+            arches: self.arches,
+            priority: self.priority,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -120,6 +241,12 @@ struct PublishArgs {
     /// Monotonic release number.
     #[arg(long)]
     version: u64,
+    /// Forbid every machine that boots this release to boot anything below
+    /// N from then on (N ≤ --version): each stores N as its floor before it
+    /// hands off. Without it, machines keep the floor they have. Set it
+    /// once a release is known good: a floor cannot be lowered remotely.
+    #[arg(long, value_name = "N")]
+    floor: Option<u64>,
     /// A duration from now (30d, 12h) or an RFC 3339 time.
     #[arg(long, value_name = "WHEN")]
     expires: String,
@@ -129,6 +256,19 @@ struct PublishArgs {
     issued_at: Option<String>,
     #[arg(long, value_name = "TREE")]
     out: PathBuf,
+    /// Replace a newer published version with this one, or the same version
+    /// with other artifacts, cmdline or hand-off.
+    #[arg(long)]
+    allow_downgrade: bool,
+    /// A signed key rotation (from `phase rotate`) to add to the tree's
+    /// chain, served as rotations/<generation>.json; repeatable.
+    #[arg(long = "rotation", value_name = "FILE", requires = "trust_store")]
+    rotations: Vec<PathBuf>,
+    /// The trust store images start from (an image's /etc/phase/trust.json):
+    /// the rotation chain is checked from it, and the manifest verified as
+    /// such an image would.
+    #[arg(long, value_name = "FILE")]
+    trust_store: Option<PathBuf>,
     #[arg(long)]
     json: bool,
 }
@@ -149,9 +289,14 @@ struct VerifyArgs {
     )]
     trust: Vec<PathBuf>,
     /// How many distinct --trust keys must sign.
-    #[arg(long, default_value_t = 1, conflicts_with = "trust_store")]
+    #[arg(long, default_value_t = trust::DEFAULT_THRESHOLD, conflicts_with = "trust_store")]
     threshold: usize,
-    /// A trust store (trust.json) instead of --trust keys.
+    /// How far above the floor a manifest's version may be, with --trust
+    /// (default: an image's, 1000).
+    #[arg(long, value_name = "N", conflicts_with = "trust_store")]
+    max_version_jump: Option<u64>,
+    /// A trust store instead of --trust keys: an image's /etc/phase/trust.json
+    /// (or `phase trust`'s output), judged exactly as that image would.
     #[arg(long, value_name = "FILE", conflicts_with = "trust")]
     trust_store: Option<PathBuf>,
     /// The machine's channel; default: from the location.
@@ -162,9 +307,10 @@ struct VerifyArgs {
     arch: Option<String>,
     #[arg(long)]
     board: Option<String>,
-    /// A stored version floor, as a machine that booted it would have.
-    #[arg(long, default_value_t = 0)]
-    version_floor: u64,
+    /// The floor a machine has stored (as from its EFI variable or state
+    /// partition); a manifest below it is refused as a rollback.
+    #[arg(long, value_name = "N")]
+    version_floor: Option<u64>,
     /// Also fetch and check every artifact.
     #[arg(long)]
     artifacts: bool,
@@ -193,7 +339,29 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Keygen { out, name, json } => {
+        Command::Keygen {
+            out,
+            name,
+            secure_boot: true,
+            bits,
+            common_name,
+            days,
+            json,
+        } => {
+            let made = secureboot::keygen(&out, &name, &common_name, bits, days)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&made)?);
+            } else {
+                println!("private key      {}", made.private_key.display());
+                println!("certificate      {}", made.certificate.display());
+                println!("certificate DER  {}", made.certificate_der.display());
+                println!("subject          {}", made.subject);
+                println!("sha256           {}", made.fingerprint);
+            }
+        }
+        Command::Keygen {
+            out, name, json, ..
+        } => {
             let generated = keys::keygen(&out, &name)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&generated)?);
@@ -230,13 +398,19 @@ fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Publish(args) => publish_command(args)?,
         Command::Verify(args) => return verify_command(args),
+        Command::Kconfig { command } => return Ok(phase_tools::kconfig::run(command)),
         Command::Serve {
             tree,
             listen,
             tls_cert,
             tls_key,
             json,
+            announce,
+            announcing,
         } => {
+            if !announce && announcing.given() {
+                bail!("--interface, --name, --channels, --arches and --priority need --announce");
+            }
             let tls = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
                 _ => None,
@@ -251,12 +425,41 @@ fn run(command: Command) -> Result<ExitCode> {
                 Arc::new(|line: &RequestLog| eprintln!("{line}"))
             };
             let server = Server::bind(&tree, listen, tls.as_ref(), log)?;
+            let announcer = if announce {
+                let target = Target::listener(server.local_addr(), tls.is_some())?;
+                Some(start_announcer(&target, &announcing.options())?)
+            } else {
+                None
+            };
             // The first line says where, so a script that asked for port 0
             // learns the port; it is printed only once the socket listens.
             println!("serving {} at {}", tree.display(), server.url());
+            if let Some(a) = announcer {
+                announcing_line(&a);
+                std::thread::spawn(move || {
+                    if let Err(e) = a.run() {
+                        eprintln!("phase: {:#}", anyhow::Error::from(e));
+                        std::process::exit(1);
+                    }
+                });
+            }
             std::io::stdout().flush()?;
             server.run()?;
         }
+        Command::Announce { url, announcing } => {
+            let target = Target::from_url(&url)?;
+            let a = start_announcer(&target, &announcing.options())?;
+            announcing_line(&a);
+            std::io::stdout().flush()?;
+            a.run()?;
+        }
+        Command::Discover {
+            interface,
+            channel,
+            arch,
+            seconds,
+            json,
+        } => return discover_command(interface, &channel, arch, seconds, json),
         Command::Rotate {
             trust_store,
             new_keys,
@@ -264,10 +467,7 @@ fn run(command: Command) -> Result<ExitCode> {
             keys: key_files,
             out,
         } => {
-            let bytes = std::fs::read(&trust_store)
-                .with_context(|| format!("read {}", trust_store.display()))?;
-            let store = TrustStore::from_json(&bytes)
-                .with_context(|| format!("trust store {}", trust_store.display()))?;
+            let store = read_trust_store(&trust_store)?;
             let records = read_public_keys(&new_keys)?;
             let signing = read_signing_keys(&key_files)?;
             let doc = Rotation::new(store.generation, time::now(), records, threshold);
@@ -289,6 +489,88 @@ fn run(command: Command) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Binds and probes; from here on a signal sends the goodbye.
+fn start_announcer(target: &Target, options: &announce::Options) -> Result<Arc<Announcer>> {
+    let a = Arc::new(Announcer::bind(target, options)?);
+    a.probe()?;
+    announce::goodbye_on_signals(Arc::clone(&a)).context("installing signal handlers")?;
+    Ok(a)
+}
+
+fn announcing_line(a: &Announcer) {
+    println!(
+        "announcing {:?} at {} on {}",
+        a.instance(),
+        a.url(),
+        a.interface()
+    );
+}
+
+fn discover_command(
+    interface: Option<String>,
+    channel: &str,
+    arch: Option<String>,
+    seconds: u64,
+    json: bool,
+) -> Result<ExitCode> {
+    let arch = arch.unwrap_or_else(|| std::env::consts::ARCH.to_owned());
+    let found = announce::discover(
+        interface.as_deref(),
+        Duration::from_secs(seconds),
+        channel,
+        &arch,
+        |name| eprintln!("heard {name:?}"),
+    )?;
+    let why = |skip: &phase_discover::Skip| format!("{:#}", anyhow::Error::from(skip.clone()));
+    let providers: Vec<&phase_discover::Provider> = {
+        let mut ok: Vec<_> = found
+            .iter()
+            .filter_map(|d| d.outcome.as_ref().ok())
+            .collect();
+        // The order the init tries them in: priority, then arrival.
+        ok.sort_by_key(|p| p.priority);
+        ok
+    };
+    if json {
+        let value = serde_json::json!({
+            "channel": channel,
+            "arch": arch,
+            "providers": providers.iter().map(|p| serde_json::json!({
+                "instance": p.instance,
+                "url": p.url,
+                "priority": p.priority,
+            })).collect::<Vec<_>>(),
+            "skipped": found.iter().filter_map(|d| d.outcome.as_ref().err().map(|e| serde_json::json!({
+                "instance": d.instance,
+                "reason": why(e),
+            }))).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        for p in &providers {
+            println!(
+                "provider {:?} {} priority {}",
+                p.instance, p.url, p.priority
+            );
+        }
+        for d in &found {
+            if let Err(e) = &d.outcome {
+                println!("skipped  {:?}: {}", d.instance, why(e));
+            }
+        }
+    }
+    if providers.is_empty() {
+        eprintln!("phase: no provider for channel {channel} and arch {arch}");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_trust_store(path: &std::path::Path) -> Result<TrustStore> {
+    let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    TrustStore::from_json(&bytes).with_context(|| format!("trust store {}", path.display()))
 }
 
 fn read_public_keys(files: &[PathBuf]) -> Result<Vec<KeyRecord>> {
@@ -343,6 +625,7 @@ fn publish_command(args: PublishArgs) -> Result<()> {
         arch,
         board: args.board,
         version: args.version,
+        floor: args.floor,
         issued_at,
         expires_at,
         handoff,
@@ -352,15 +635,29 @@ fn publish_command(args: PublishArgs) -> Result<()> {
         dtb: args.dtb,
         root_image: args.root_image,
     };
-    let progress = !args.json && std::io::stderr().is_terminal();
-    let published = publish::publish(&release, &signing, &args.out, progress)?;
+    let trust_store = args
+        .trust_store
+        .as_deref()
+        .map(read_trust_store)
+        .transpose()?;
+    let options = publish::Options {
+        progress: !args.json && std::io::stderr().is_terminal(),
+        allow_downgrade: args.allow_downgrade,
+        rotations: args.rotations,
+        trust_store,
+    };
+    let published = publish::publish_with(&release, &signing, &args.out, &options)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&published)?);
     } else {
         println!(
-            "{} version {} expires {}",
+            "{} version {}{} expires {}",
             published.manifest_path.display(),
             published.version,
+            published
+                .floor
+                .map(|f| format!(" floor {f}"))
+                .unwrap_or_default(),
             time::rfc3339(published.expires_at)
         );
         for a in &published.artifacts {
@@ -369,7 +666,27 @@ fn publish_command(args: PublishArgs) -> Result<()> {
                 a.name,
                 a.path,
                 a.size,
-                if a.reused { " (already present)" } else { "" }
+                match (a.reused, a.replaced) {
+                    (true, _) => " (already present)",
+                    (_, true) => " (replaced a damaged copy)",
+                    _ => "",
+                }
+            );
+        }
+        if published.rotation_latest > 0 {
+            let added: Vec<String> = published
+                .rotations_added
+                .iter()
+                .map(u64::to_string)
+                .collect();
+            println!(
+                "  rotations  up to generation {}{}",
+                published.rotation_latest,
+                if added.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (added {})", added.join(", "))
+                }
             );
         }
     }
@@ -378,76 +695,81 @@ fn publish_command(args: PublishArgs) -> Result<()> {
 
 fn verify_command(args: VerifyArgs) -> Result<ExitCode> {
     let json = args.json;
-    let result = verify_inner(args);
-    match (result, json) {
-        (Ok(report), true) => {
-            let mut value = serde_json::to_value(&report)?;
-            value["ok"] = true.into();
-            println!("{}", serde_json::to_string_pretty(&value)?);
-            Ok(ExitCode::SUCCESS)
+    let outcome = verify_inner(args)?;
+    let passed = outcome.result.is_ok();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&verify::render_json(&outcome))?
+        );
+    } else {
+        let (out, error) = verify::render_text(&outcome);
+        print!("{out}");
+        std::io::stdout().flush()?;
+        if let Some(error) = error {
+            eprintln!("phase: {error}");
         }
-        (Ok(report), false) => {
-            let m = &report.manifest;
-            println!("ok  manifest {}", report.location);
-            println!(
-                "    {} {} version {} {} expires {}",
-                m.channel,
-                m.arch,
-                m.version,
-                m.handoff.as_str(),
-                time::rfc3339(m.expires_at)
-            );
-            for id in &report.signed_by {
-                println!("    signed by {id}");
-            }
-            for a in &report.artifacts {
-                let how = match (a.requests, a.ranged) {
-                    (0, _) => "file".to_owned(),
-                    (n, true) => format!("{n} ranged requests"),
-                    (n, false) => format!("{n} requests, server ignored Range"),
-                };
-                println!("ok  {} {} bytes ({how})", a.name, a.size);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        (Err(e), true) => {
-            let value = serde_json::json!({ "ok": false, "error": format!("{e:#}") });
-            println!("{}", serde_json::to_string_pretty(&value)?);
-            Ok(ExitCode::FAILURE)
-        }
-        (Err(e), false) => Err(e),
     }
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
-fn verify_inner(args: VerifyArgs) -> Result<verify::Report> {
-    let mut trust = match &args.trust_store {
-        Some(path) => {
-            let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
-            TrustStore::from_json(&bytes)
-                .with_context(|| format!("trust store {}", path.display()))?
+/// The trust store the verifier judges by: a trust store file as an image
+/// carries it, or `--trust` keys with the defaults of an image built by
+/// mkimage, each overridable. A `--version-floor` is not folded in here: it
+/// plays the machine's stored floor (see `verify_inner`).
+fn verify_trust(args: &VerifyArgs) -> Result<(TrustStore, String)> {
+    let (trust, from) = match &args.trust_store {
+        Some(path) => (
+            read_trust_store(path)?,
+            format!("trust store {}", path.display()),
+        ),
+        None => {
+            let store = TrustStore::new(
+                &read_public_keys(&args.trust)?,
+                args.threshold,
+                trust::DEFAULT_VERSION_FLOOR,
+                args.max_version_jump
+                    .unwrap_or(trust::DEFAULT_MAX_VERSION_JUMP),
+                0,
+            )
+            .context("--trust keys")?;
+            let from = match args.max_version_jump {
+                None => "--trust keys with an image's defaults",
+                Some(_) => "--trust keys, --max-version-jump",
+            };
+            (store, from.to_owned())
         }
-        None => TrustStore::new(
-            &read_public_keys(&args.trust)?,
-            args.threshold,
-            0,
-            u64::MAX,
-            0,
-        )
-        .context("--trust keys")?,
     };
-    trust.version_floor = trust.version_floor.max(args.version_floor);
+    Ok((trust, from))
+}
+
+fn verify_inner(args: VerifyArgs) -> Result<verify::Outcome> {
+    let (trust, trust_from) = verify_trust(&args)?;
     let arch = args
         .arch
         .as_deref()
         .map(|a| a.parse::<Arch>().with_context(|| format!("--arch {a}")))
         .transpose()?;
+    let trust_from = match args.version_floor {
+        Some(n) => format!("{trust_from}; stored version floor {n} from --version-floor"),
+        None => trust_from,
+    };
     let options = verify::Options {
         trust,
+        trust_from,
         channel: args.channel,
         arch,
         board: args.board,
+        // The given floor plays the machine's stored one, so a refusal
+        // names it apart from the trust store's.
         state: State {
             now: time::now(),
+            version_floor: args.version_floor.unwrap_or(0),
+            floor_source: phase_manifest::FloorSource::Given,
             ..State::default()
         },
         artifacts: args.artifacts,
@@ -455,5 +777,5 @@ fn verify_inner(args: VerifyArgs) -> Result<verify::Report> {
         ca: args.ca,
         progress: !args.json && std::io::stderr().is_terminal(),
     };
-    Ok(verify::verify(&Source::parse(&args.source), &options)?)
+    Ok(verify::verify(&Source::parse(&args.source), &options))
 }

@@ -6,6 +6,21 @@
 //!
 //! A fleet outgrows it by putting the same tree on nginx, a CDN or an object
 //! store: the tree is static files.
+//!
+//! Framing follows RFC 9112 strictly, because a server and a proxy in front
+//! of it that split a byte stream into requests differently can be made to
+//! see a request one of them never checked (request smuggling): lines end
+//! in CRLF only (a bare CR or LF is refused), no obsolete line folding,
+//! exactly one `Host` in HTTP/1.1, and since GET and HEAD take no body,
+//! any `Transfer-Encoding`, any non-zero or malformed `Content-Length` and
+//! any `Content-Length` values that disagree are answered 400 and the
+//! connection is closed (§6.3). The request head is at most [`MAX_HEAD`]
+//! bytes, exactly.
+//!
+//! Deadlines hold a whole request and a whole response, not single reads:
+//! a client that sends one byte every few seconds (slowloris) or reads one
+//! byte every few seconds would otherwise keep a connection slot forever,
+//! and enough of them would keep every slot ([`Limits`]).
 
 use std::fmt;
 use std::fs::File;
@@ -15,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
@@ -23,12 +38,36 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Serialize;
 use thiserror::Error;
 
-/// Largest request head (request line + headers) accepted.
-const MAX_HEAD: usize = 16 * 1024;
-/// Connections served at once; more are closed on accept.
-const MAX_CONNECTIONS: usize = 256;
-/// An idle keep-alive connection, or a stalled client, is closed after this.
-const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request head accepted: request line, headers and the blank line
+/// that ends them, in bytes.
+pub const MAX_HEAD: usize = 16 * 1024;
+
+/// How long and how many: each bound is on a whole request or response, so
+/// no pace of client can stretch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once; more are closed on accept.
+    pub max_connections: usize,
+    /// From the first byte of a request to the end of its head.
+    pub head: Duration,
+    /// How long a connection may wait for the first byte of a request (a
+    /// new or keep-alive connection).
+    pub idle: Duration,
+    /// A response must be taken at least this fast (bytes per second), after
+    /// a grace of `idle`: its whole deadline is `idle + length / min_rate`.
+    pub min_rate: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 256,
+            head: Duration::from_secs(10),
+            idle: Duration::from_secs(30),
+            min_rate: 64 << 10,
+        }
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum ServeError {
@@ -101,6 +140,7 @@ pub struct Server {
     tls: Option<Arc<ServerConfig>>,
     log: LogSink,
     stop: Arc<AtomicBool>,
+    limits: Limits,
 }
 
 impl Server {
@@ -133,7 +173,14 @@ impl Server {
             tls,
             log,
             stop: Arc::new(AtomicBool::new(false)),
+            limits: Limits::default(),
         })
+    }
+
+    /// Replaces the default [`Limits`].
+    pub fn limits(mut self, limits: Limits) -> Server {
+        self.limits = limits;
+        self
     }
 
     /// The address actually bound.
@@ -150,10 +197,12 @@ impl Server {
     /// Accepts connections until [`ServerHandle::shutdown`] (or forever).
     pub fn run(self) -> Result<(), ServeError> {
         let active = Arc::new(AtomicUsize::new(0));
+        let limits = self.limits;
         let shared = Arc::new(Shared {
             root: self.root,
             tls: self.tls,
             log: self.log,
+            limits,
         });
         for stream in self.listener.incoming() {
             if self.stop.load(Ordering::SeqCst) {
@@ -165,7 +214,7 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => return Err(ServeError::Accept(self.addr, e)),
             };
-            if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            if active.fetch_add(1, Ordering::SeqCst) >= limits.max_connections {
                 active.fetch_sub(1, Ordering::SeqCst);
                 continue;
             }
@@ -271,65 +320,244 @@ struct Shared {
     root: PathBuf,
     tls: Option<Arc<ServerConfig>>,
     log: LogSink,
+    limits: Limits,
+}
+
+/// A socket whose every read and write is bounded by a deadline for the
+/// whole exchange in progress; under TLS it sits below rustls, so the
+/// handshake and each record are bounded too.
+struct Deadlined {
+    sock: TcpStream,
+    read_by: Option<Instant>,
+    write_by: Option<Instant>,
+}
+
+impl Deadlined {
+    fn remaining(by: Option<Instant>) -> io::Result<Option<Duration>> {
+        let Some(by) = by else { return Ok(None) };
+        let left = by.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::from(io::ErrorKind::TimedOut));
+        }
+        Ok(Some(left))
+    }
+
+    /// A timeout on the socket shows as `WouldBlock`; it is the deadline.
+    fn timed_out(e: io::Error) -> io::Error {
+        if e.kind() == io::ErrorKind::WouldBlock {
+            io::Error::from(io::ErrorKind::TimedOut)
+        } else {
+            e
+        }
+    }
+}
+
+impl Read for Deadlined {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.sock.set_read_timeout(Self::remaining(self.read_by)?)?;
+        self.sock.read(buf).map_err(Self::timed_out)
+    }
+}
+
+impl Write for Deadlined {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.sock
+            .set_write_timeout(Self::remaining(self.write_by)?)?;
+        self.sock.write(buf).map_err(Self::timed_out)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.sock.flush()
+    }
+}
+
+/// Closes in stages (RFC 9112 §9.6): our side first, then whatever the
+/// client still sends is read and dropped, briefly. Closing with unread
+/// input makes the kernel send a reset, which can destroy the response (a
+/// 400 or 431 sent while the client is still writing) before the client
+/// reads it.
+fn linger(sock: &mut Deadlined) {
+    if sock.sock.shutdown(std::net::Shutdown::Write).is_err() {
+        return;
+    }
+    sock.read_by = Some(Instant::now() + Duration::from_secs(1));
+    let mut buf = [0u8; 4096];
+    let mut left: usize = 256 << 10;
+    while left > 0 {
+        match sock.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            // n ≤ buf.len(); saturating keeps the count from wrapping.
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+}
+
+/// A connection, plain or TLS, whose deadlines can be set.
+trait Conn: Read + Write {
+    fn deadlines(&mut self) -> &mut Deadlined;
+}
+
+impl Conn for Deadlined {
+    fn deadlines(&mut self) -> &mut Deadlined {
+        self
+    }
+}
+
+impl Conn for rustls::StreamOwned<rustls::ServerConnection, Deadlined> {
+    fn deadlines(&mut self) -> &mut Deadlined {
+        &mut self.sock
+    }
+}
+
+/// How reading a request head ended.
+enum Head {
+    /// The head is `buf[..len]`.
+    Complete(usize),
+    /// The client closed the connection between requests.
+    Closed,
+    TooLarge,
+    /// The deadline passed; `started` when some of the head had arrived.
+    TimedOut {
+        started: bool,
+    },
 }
 
 impl Shared {
     fn connection(&self, stream: TcpStream) -> io::Result<()> {
-        stream.set_read_timeout(Some(IO_TIMEOUT))?;
-        stream.set_write_timeout(Some(IO_TIMEOUT))?;
         stream.set_nodelay(true)?;
         let peer = stream.peer_addr()?;
+        let sock = Deadlined {
+            sock: stream,
+            read_by: None,
+            write_by: None,
+        };
         match &self.tls {
             Some(config) => {
                 let conn =
                     rustls::ServerConnection::new(Arc::clone(config)).map_err(io::Error::other)?;
-                let mut tls = rustls::StreamOwned::new(conn, stream);
+                let mut tls = rustls::StreamOwned::new(conn, sock);
                 self.http(&mut tls, peer)?;
+                tls.sock.write_by = Some(Instant::now() + self.limits.idle);
                 tls.conn.send_close_notify();
-                tls.flush()
+                tls.flush()?;
+                linger(&mut tls.sock);
+                Ok(())
             }
             None => {
-                let mut stream = stream;
-                self.http(&mut stream, peer)
+                let mut sock = sock;
+                self.http(&mut sock, peer)?;
+                linger(&mut sock);
+                Ok(())
             }
         }
     }
 
-    /// Serves requests on one connection until it closes or a response says
-    /// `Connection: close`.
-    fn http(&self, stream: &mut (impl Read + Write), peer: SocketAddr) -> io::Result<()> {
+    /// Reads one request head into `buf` (which may hold bytes of it
+    /// already, pipelined after the previous request): at most `idle` for
+    /// its first byte, then at most `head` from that byte to its end, and
+    /// never more than [`MAX_HEAD`] bytes.
+    fn read_head(&self, stream: &mut impl Conn, buf: &mut Vec<u8>) -> io::Result<Head> {
+        let mut first_byte = (!buf.is_empty()).then(Instant::now);
+        let by = Some(match first_byte {
+            Some(at) => at + self.limits.head,
+            None => Instant::now() + self.limits.idle,
+        });
+        // Under TLS a read may write (handshake records): that too is bound.
+        let d = stream.deadlines();
+        (d.read_by, d.write_by) = (by, by);
+        loop {
+            // The head ends at the first blank line, which must end within
+            // MAX_HEAD bytes; bytes after it belong to the next request.
+            let window = &buf[..buf.len().min(MAX_HEAD)];
+            if let Some(at) = window.windows(4).position(|w| w == b"\r\n\r\n") {
+                return Ok(Head::Complete(at + 4));
+            }
+            if buf.len() >= MAX_HEAD {
+                return Ok(Head::TooLarge);
+            }
+            let mut chunk = [0u8; 4096];
+            let want = (MAX_HEAD - buf.len()).min(chunk.len());
+            let n = match stream.read(&mut chunk[..want]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    return Ok(Head::TimedOut {
+                        started: first_byte.is_some(),
+                    });
+                }
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                // A close mid-head is the client's loss; between requests
+                // it is the ordinary end of a connection.
+                return Ok(Head::Closed);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if first_byte.is_none() {
+                let at = Instant::now();
+                first_byte = Some(at);
+                let d = stream.deadlines();
+                (d.read_by, d.write_by) =
+                    (Some(at + self.limits.head), Some(at + self.limits.head));
+            }
+        }
+    }
+
+    /// Sends `response` within its whole-response deadline.
+    fn send(
+        &self,
+        stream: &mut impl Conn,
+        response: Response,
+        method: Option<&str>,
+        keep_alive: bool,
+    ) -> io::Result<()> {
+        let len = response.body_len(method.unwrap_or("GET"));
+        let pace = Duration::from_secs(len / self.limits.min_rate.max(1));
+        stream.deadlines().write_by = Some(Instant::now() + self.limits.idle + pace);
+        let result = response.send(stream, method, keep_alive);
+        stream.deadlines().write_by = None;
+        result
+    }
+
+    /// Serves requests on one connection until it closes, a response says
+    /// `Connection: close`, or a deadline passes.
+    fn http(&self, stream: &mut impl Conn, peer: SocketAddr) -> io::Result<()> {
         let mut buf: Vec<u8> = Vec::with_capacity(4096);
         loop {
-            let head_len = loop {
-                if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break at + 4;
-                }
-                if buf.len() > MAX_HEAD {
-                    let response = Response::error(431, "request head too large");
-                    return response.send(stream, None, false);
-                }
-                let mut chunk = [0u8; 4096];
-                let n = stream.read(&mut chunk)?;
-                if n == 0 {
-                    return Ok(());
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            };
-            let request = Request::parse(&buf[..head_len]);
-            buf.drain(..head_len);
-            let Some(request) = request else {
-                let response = Response::error(400, "malformed request");
+            let refuse = |status: u16, reason: &str| {
+                let response = Response::error(status, reason);
                 (self.log)(&RequestLog {
                     peer,
                     method: "-".into(),
                     target: "-".into(),
                     range: None,
-                    status: 400,
+                    status,
                     bytes: response.body_len("GET"),
                     aborted: false,
                 });
-                response.send(stream, None, false)?;
-                return Ok(());
+                response
+            };
+            let head_len = match self.read_head(stream, &mut buf)? {
+                Head::Complete(len) => len,
+                Head::Closed | Head::TimedOut { started: false } => return Ok(()),
+                Head::TooLarge => {
+                    let response = refuse(431, "request head too large");
+                    return self.send(stream, response, None, false);
+                }
+                Head::TimedOut { started: true } => {
+                    let response = refuse(408, "request head not complete in time");
+                    return self.send(stream, response, None, false);
+                }
+            };
+            let request = Request::parse(&buf[..head_len]);
+            buf.drain(..head_len);
+            let request = match request {
+                Ok(request) => request,
+                Err(reason) => {
+                    // The framing is in doubt: nothing after this head can
+                    // be trusted to be a request, so the connection ends.
+                    let response = refuse(400, reason);
+                    return self.send(stream, response, None, false);
+                }
             };
             // GET and HEAD carry no body; one that does would desynchronise
             // the connection, so it is refused and the connection closed.
@@ -351,7 +579,7 @@ impl Shared {
                 aborted: false,
             };
             (self.log)(&entry);
-            if let Err(e) = response.send(stream, Some(&request.method), keep_alive) {
+            if let Err(e) = self.send(stream, response, Some(&request.method), keep_alive) {
                 entry.aborted = true;
                 (self.log)(&entry);
                 return Err(e);
@@ -452,37 +680,84 @@ struct Request {
 }
 
 impl Request {
-    fn parse(head: &[u8]) -> Option<Request> {
+    /// Parses a complete head (ending in CRLF CRLF), or says why its framing
+    /// is refused.
+    fn parse(head: &[u8]) -> Result<Request, &'static str> {
+        check_line_endings(head)?;
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut parsed = httparse::Request::new(&mut headers);
-        if !matches!(parsed.parse(head), Ok(httparse::Status::Complete(_))) {
-            return None;
+        match parsed.parse(head) {
+            // httparse must see the same end of head as the CRLF CRLF search.
+            Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+            _ => return Err("malformed request"),
         }
-        let header = |name: &str| {
+        let values = |name: &str| -> Vec<String> {
             parsed
                 .headers
                 .iter()
-                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .filter(|h| h.name.eq_ignore_ascii_case(name))
                 .map(|h| String::from_utf8_lossy(h.value).trim().to_owned())
+                .collect()
         };
-        let connection = header("connection")
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        let version = parsed.version?;
+        let one = |name: &str| values(name).into_iter().next();
+        let version = parsed.version.ok_or("malformed request")?;
+        let hosts = values("host").len();
+        if (version == 1 && hosts != 1) || hosts > 1 {
+            return Err("a request needs exactly one Host header");
+        }
+        let connection = one("connection").unwrap_or_default().to_ascii_lowercase();
         let keep_alive = match version {
             1 => !connection.contains("close"),
             _ => connection.contains("keep-alive"),
         };
-        let has_body = header("transfer-encoding").is_some()
-            || header("content-length").is_some_and(|v| v != "0");
-        Some(Request {
-            method: parsed.method?.to_owned(),
-            target: parsed.path?.to_owned(),
-            range: header("range"),
+        let has_body = match (
+            values("transfer-encoding").is_empty(),
+            content_length(&values("content-length"))?,
+        ) {
+            (false, Some(_)) => return Err("Transfer-Encoding and Content-Length together"),
+            (false, None) => true,
+            (true, length) => length.is_some_and(|n| n > 0),
+        };
+        Ok(Request {
+            method: parsed.method.ok_or("malformed request")?.to_owned(),
+            target: parsed.path.ok_or("malformed request")?.to_owned(),
+            range: one("range"),
             keep_alive,
             has_body,
         })
     }
+}
+
+/// Every line of the head ends in CRLF: a CR not followed by LF, or an LF
+/// not preceded by CR, is refused (RFC 9112 §2.2), and so is a line that
+/// starts with a space or tab (obsolete folding, §5.2).
+fn check_line_endings(head: &[u8]) -> Result<(), &'static str> {
+    for (i, &b) in head.iter().enumerate() {
+        match b {
+            b'\r' if head.get(i + 1) != Some(&b'\n') => return Err("bare CR in the request head"),
+            b'\n' if i == 0 || head[i - 1] != b'\r' => return Err("bare LF in the request head"),
+            b'\n' if matches!(head.get(i + 1), Some(b' ' | b'\t')) => {
+                return Err("obsolete line folding in the request head");
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The body length the `Content-Length` fields give (RFC 9110 §8.6): all
+/// fields, and every element of a list in one, must be the same decimal
+/// number; `None` without the header.
+fn content_length(fields: &[String]) -> Result<Option<u64>, &'static str> {
+    let mut length = None;
+    for element in fields.iter().flat_map(|f| f.split(',')) {
+        let n = digits(element.trim()).ok_or("malformed Content-Length")?;
+        if length.is_some_and(|l| l != n) {
+            return Err("Content-Length values differ");
+        }
+        length = Some(n);
+    }
+    Ok(length)
 }
 
 /// What a `Range` header asks of a file of a given size (RFC 9110 §14).
@@ -624,6 +899,7 @@ fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         416 => "Range Not Satisfiable",
         431 => "Request Header Fields Too Large",
         _ => "Internal Server Error",

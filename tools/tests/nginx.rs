@@ -13,23 +13,18 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::{Fixture, assert_ranged};
 use phase_tools::nginx::{NGINX, Nginx};
 use phase_tools::serve::TlsFiles;
 use phase_tools::testca::TestCa;
 
 fn nginx_present() -> bool {
-    if Path::new(NGINX).exists() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("PHASE_REQUIRE_TOOLS").is_none(),
-        "{NGINX} is missing and PHASE_REQUIRE_TOOLS is set"
-    );
-    println!("skipped: {NGINX} is not installed (apt-get install nginx-light)");
-    false
+    phase_testkit::file(
+        NGINX,
+        "nginx serves a provider tree",
+        "Debian package nginx-light",
+    )
+    .is_some()
 }
 
 #[test]
@@ -95,7 +90,7 @@ fn nginx_serving_a_tampered_tree_is_refused() {
     let run = f.dir.path().join("nginx");
     std::fs::create_dir(&run).unwrap();
     // A mirror whose copy of a blob lost its last byte.
-    let dtb = common::noise(common::DTB_SIZE, 3);
+    let dtb = std::fs::read(f.input("board.dtb")).unwrap();
     let blob = f.tree.join("blobs/sha256").join(sha256_hex(&dtb));
     std::fs::write(&blob, &dtb[..dtb.len() - 1]).unwrap();
     let nginx = Nginx::start(

@@ -56,7 +56,7 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 #[test]
 fn serve_answers_each_request_as_http_says() {
     let f = Fixture::new();
-    let kernel = common::noise(KERNEL_SIZE, 1);
+    let kernel = std::fs::read(f.input("vmlinuz")).unwrap();
     let blob = format!("/blobs/sha256/{}", sha256_hex(&kernel));
     let manifest = std::fs::read(f.manifest()).unwrap();
     // A symlink that would lead out of the tree.
@@ -306,7 +306,7 @@ fn phase_serve_binary_serves_what_verify_accepts() {
 #[test]
 fn verify_refuses_a_mirror_serving_a_tampered_blob() {
     let f = Fixture::new();
-    let kernel = common::noise(KERNEL_SIZE, 1);
+    let kernel = std::fs::read(f.input("vmlinuz")).unwrap();
     let blob = f.tree.join("blobs/sha256").join(sha256_hex(&kernel));
     let mut tampered = kernel.clone();
     tampered[123_456] ^= 0x01;

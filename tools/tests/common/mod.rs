@@ -6,7 +6,8 @@ use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-pub use phase_tools::testdata::noise;
+use phase_manifest::Arch;
+pub use phase_tools::testdata::{fake_initrd, fake_kernel, noise};
 use tempfile::TempDir;
 
 /// Runs the `phase` binary Cargo built for these tests.
@@ -66,12 +67,14 @@ impl Fixture {
         ]));
         let inputs = dir.path().join("inputs");
         std::fs::create_dir(&inputs).unwrap();
-        for (name, size, seed) in [
-            ("vmlinuz", KERNEL_SIZE, 1),
-            ("initrd.img", INITRD_SIZE, 2),
-            ("board.dtb", DTB_SIZE, 3),
+        let mut dtb = noise(DTB_SIZE, 3);
+        dtb[..4].copy_from_slice(&[0xd0, 0x0d, 0xfe, 0xed]);
+        for (name, bytes) in [
+            ("vmlinuz", fake_kernel(Arch::Aarch64, KERNEL_SIZE, 1)),
+            ("initrd.img", fake_initrd(INITRD_SIZE, 2)),
+            ("board.dtb", dtb),
         ] {
-            std::fs::write(inputs.join(name), noise(size, seed)).unwrap();
+            std::fs::write(inputs.join(name), bytes).unwrap();
         }
         let fixture = Fixture {
             key: keys.join("phase.key"),
