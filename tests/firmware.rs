@@ -32,6 +32,7 @@ fn boot(
         initrd: None,
         append: String::new(),
         firmware,
+        efi_vars: None,
         drives: vec![Drive {
             path: image(&images).to_owned(),
             media,

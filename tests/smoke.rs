@@ -8,7 +8,8 @@ use phase_scenarios::{
 };
 use serde_json::json;
 use xtask::Arch;
-use xtask::artifacts::Variant;
+use xtask::artifacts::{self, Variant};
+use xtask::vm::{Vm, VmSpec};
 
 /// Boots to ready with the plan from the command line in the event, then
 /// reports and powers off.
@@ -141,6 +142,91 @@ fn panic_is_logged_and_policy_taken(arch: Arch) -> Result<()> {
     )
 }
 
+/// A panic on a thread other than main (test build only) takes the policy
+/// the same way: the panic hook runs on the panicking thread.
+fn a_panic_on_a_helper_thread_takes_the_policy(arch: Arch) -> Result<()> {
+    let mut vm = boot(
+        arch,
+        "thread-panic",
+        Variant::TestHooks,
+        "phase.report phase.test.panic=thread:modules phase.onfail=poweroff",
+    )?;
+    let panic = vm.wait_event("panic", BOOT)?;
+    contains(
+        &panic["message"],
+        "injected panic on a helper thread in stage modules",
+    )?;
+    let failure = failure_in(&mut vm, "modules", SHORT)?;
+    check(
+        &vm,
+        failure["policy"] == json!({"action": "poweroff"}),
+        &format!("not the policy asked for: {failure}"),
+    )?;
+    wait_power(&mut vm, "power off", SHORT)?;
+    vm.expect_clean_exit(SHORT)?;
+    check(
+        &vm,
+        !vm.console_contains("Attempted to kill init"),
+        "PID 1 exited",
+    )
+}
+
+/// Signals to PID 1 follow busybox init, sent for real from a shell in the
+/// guest (the debug image's rescue shell, after a boot with nothing to
+/// boot): SIGTERM, SIGINT and SIGHUP reboot, SIGUSR1 halts, SIGUSR2 and
+/// SIGPWR power off. One boot per signal, on x86_64; aarch64 sees SIGUSR2
+/// in the rescue-shell netboot scenario.
+#[test]
+fn x86_64_signals_to_pid1_follow_busybox_init() -> Result<()> {
+    let arch = Arch::X86_64;
+    let bundle = artifacts::bundle(arch, "debug", Variant::Release)?;
+    for (signal, action) in [
+        ("TERM", "reboot"),
+        ("INT", "reboot"),
+        ("HUP", "reboot"),
+        ("USR1", "halt"),
+        ("USR2", "power off"),
+        ("PWR", "power off"),
+    ] {
+        let spec = VmSpec::direct(
+            format!("signal-{signal}-{arch}"),
+            arch,
+            &bundle.kernel.image,
+            &bundle.initrd,
+            "phase.onfail=shell",
+        );
+        let mut vm = Vm::start(&spec)?;
+        vm.wait_console("starting /bin/sh", BOOT)?;
+        vm.type_console(&format!("kill -{signal} 1\n"))?;
+        vm.wait_console(
+            &format!("signal {} received: {action}", number(signal)),
+            SHORT,
+        )?;
+        wait_power(&mut vm, action, SHORT)?;
+        if action == "halt" {
+            vm.wait_console("reboot: System halted", SHORT)?;
+            vm.kill()?;
+        } else {
+            // -no-reboot: a reboot ends QEMU as a power-off does.
+            vm.expect_clean_exit(SHORT)?;
+        }
+    }
+    Ok(())
+}
+
+/// The x86_64 signal numbers the init logs.
+fn number(signal: &str) -> u32 {
+    match signal {
+        "HUP" => 1,
+        "INT" => 2,
+        "USR1" => 10,
+        "USR2" => 12,
+        "TERM" => 15,
+        "PWR" => 30,
+        _ => 0,
+    }
+}
+
 /// With the RTC in 2001 the clock is raised to the image's build time; the
 /// release image refuses rd.shell.
 fn clock_floor_and_no_shell(arch: Arch) -> Result<()> {
@@ -188,5 +274,6 @@ phase_scenarios::on_both_arches!(
     poweroff_policy,
     halt_policy,
     panic_is_logged_and_policy_taken,
+    a_panic_on_a_helper_thread_takes_the_policy,
     clock_floor_and_no_shell,
 );

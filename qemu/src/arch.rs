@@ -53,6 +53,18 @@ impl Arch {
         }
     }
 
+    /// What every kernel the harness boots gets first: the serial console,
+    /// reboot instead of hanging on a panic, and on x86_64 `no_timer_check`
+    /// — under TCG on a loaded host the kernel's check that the IO-APIC
+    /// timer ticks can miss a tick and panic ("IO-APIC + timer doesn't
+    /// work!") on a VM whose timer is fine.
+    pub fn kernel_params(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "console=ttyS0 panic=-1 no_timer_check",
+            Arch::Aarch64 => "console=ttyAMA0 panic=-1",
+        }
+    }
+
     /// The serial console's name in the guest kernel.
     pub fn console(self) -> &'static str {
         match self {

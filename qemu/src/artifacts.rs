@@ -143,13 +143,13 @@ pub struct Bundle {
     pub initrd: PathBuf,
 }
 
-type Memo<K, V> = OnceLock<Mutex<HashMap<K, Arc<Mutex<Option<V>>>>>>;
+pub(crate) type Memo<K, V> = OnceLock<Mutex<HashMap<K, Arc<Mutex<Option<V>>>>>>;
 
 /// Runs `make` once per key per process, even when several threads ask at
 /// once: each key has its own lock, held while it is made, so a builder may
 /// ask for other keys (a bundle needs a kernel) without deadlock. Errors are
 /// not cached.
-fn once<K: std::hash::Hash + Eq, V: Clone>(
+pub(crate) fn once<K: std::hash::Hash + Eq, V: Clone>(
     memo: &'static Memo<K, V>,
     key: K,
     make: impl FnOnce() -> Result<V>,
@@ -213,6 +213,45 @@ pub fn bundle(arch: Arch, spec: &str, variant: Variant) -> Result<Bundle> {
     })
 }
 
+/// The kernel `cargo xtask kernel --profile <name>` builds (m-series, xsc),
+/// built or found in a cache once per process.
+pub fn profile_kernel(name: &str) -> Result<Kernel> {
+    static MEMO: Memo<String, Kernel> = OnceLock::new();
+    once(&MEMO, name.to_owned(), || {
+        crate::kbuild::kernel(&crate::kbuild::spec(name, None)?)
+    })
+}
+
+/// The spec the profile kernels boot: base plus the QEMU drivers, which the
+/// built kernels have built in (the netboot spec also names NICs and disk
+/// drivers they lack).
+pub const PROFILE_SPEC: &str = "tests/specs/profile.toml";
+
+/// A profile kernel with an initramfs of [`PROFILE_SPEC`] packed against its
+/// own module tree, with the given init.
+pub fn profile_bundle(name: &str, variant: Variant) -> Result<Bundle> {
+    static MEMO: Memo<(String, Variant), Bundle> = OnceLock::new();
+    once(&MEMO, (name.to_owned(), variant), || {
+        let kernel = profile_kernel(name)?;
+        let init = init(kernel.arch, variant)?;
+        let suffix = if variant == Variant::TestHooks {
+            "-test"
+        } else {
+            ""
+        };
+        let out = paths::phase()
+            .join(kernel.arch.name())
+            .join(format!("profile-{name}{suffix}.cpio.zst"));
+        let initrd = pack_initramfs(kernel.arch, PROFILE_SPEC, &init, &kernel, &out)?;
+        Ok(Bundle {
+            arch: kernel.arch,
+            kernel,
+            init,
+            initrd,
+        })
+    })
+}
+
 /// The kernel a kexec scenario's first stage hands off to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NextKernel {
@@ -226,6 +265,9 @@ pub enum NextKernel {
     /// The Debian kernel with one byte flipped in its middle: its signature
     /// no longer verifies.
     Tampered,
+    /// The M-series kernel `cargo xtask kernel` builds (arm64, 16K pages),
+    /// booting its own profile image (aarch64 only).
+    MSeries,
 }
 
 impl NextKernel {
@@ -235,15 +277,61 @@ impl NextKernel {
             NextKernel::Gzip => "gzip",
             NextKernel::BadMagic => "bad-magic",
             NextKernel::Tampered => "tampered",
+            NextKernel::MSeries => "m-series",
         }
+    }
+}
+
+/// The kernel that runs a kexec scenario's first stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FirstKernel {
+    /// The Debian kernel, with the netboot image and the test hook.
+    Debian,
+    /// A profile kernel (`cargo xtask kernel --profile <name>`), with the
+    /// profile image ([`PROFILE_SPEC`]) and the test hook.
+    Profile(&'static str),
+}
+
+/// What a kexec scenario's first stage is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KexecSetup {
+    pub arch: Arch,
+    pub first: FirstKernel,
+    pub next: NextKernel,
+    /// Packed as `/kexec/method` (`file`, `load`, `auto`), which the test
+    /// hook takes in place of the image's `[kexec] method`; `None` leaves
+    /// the image's (the init's default).
+    pub method: Option<&'static str>,
+}
+
+impl KexecSetup {
+    /// The Debian kernel handing off to `next` with the default method.
+    pub fn new(arch: Arch, next: NextKernel) -> KexecSetup {
+        KexecSetup {
+            arch,
+            first: FirstKernel::Debian,
+            next,
+            method: None,
+        }
+    }
+
+    fn dir_name(&self) -> String {
+        let mut name = format!("kexec-{}", self.next.name());
+        if let FirstKernel::Profile(profile) = self.first {
+            name = format!("{name}-from-{profile}");
+        }
+        if let Some(method) = self.method {
+            name = format!("{name}-{method}");
+        }
+        name
     }
 }
 
 /// A first-stage image for the kexec scenarios.
 #[derive(Debug, Clone)]
 pub struct KexecBundle {
-    /// The Debian kernel and the first initramfs (test-hooks init), which
-    /// holds `/kexec/{kernel,initrd,cmdline}`.
+    /// The first kernel and the first initramfs (test-hooks init), which
+    /// holds `/kexec/{kernel,initrd,cmdline}` (and `method` if chosen).
     pub first: Bundle,
     /// The next kernel's command line, as packed in `/kexec/cmdline`.
     pub cmdline: String,
@@ -266,25 +354,47 @@ fn marker() -> &'static str {
     })
 }
 
-/// Builds (once per process) the first stage of a kexec scenario: the
-/// netboot image with the test-hooks init, plus the next kernel, a second
-/// initramfs (the release netboot image, booted in report mode) and the next
-/// command line with a marker. Packed uncompressed: the guest unpacks it
-/// faster than it could inflate it under TCG.
+/// [`kexec_bundle_with`] for the Debian kernel and the default method.
 pub fn kexec_bundle(arch: Arch, next: NextKernel) -> Result<KexecBundle> {
-    static MEMO: Memo<(Arch, NextKernel), KexecBundle> = OnceLock::new();
-    once(&MEMO, (arch, next), || {
-        let kernel = kernel(arch)?;
+    kexec_bundle_with(KexecSetup::new(arch, next))
+}
+
+/// Builds (once per process) the first stage of a kexec scenario: the
+/// first kernel's image with the test-hooks init, plus the next kernel, a
+/// second initramfs (the release netboot image, booted in report mode) and
+/// the next command line with a marker. Packed uncompressed: the guest
+/// unpacks it faster than it could inflate it under TCG.
+pub fn kexec_bundle_with(setup: KexecSetup) -> Result<KexecBundle> {
+    static MEMO: Memo<KexecSetup, KexecBundle> = OnceLock::new();
+    once(&MEMO, setup, || {
+        let KexecSetup {
+            arch, first, next, ..
+        } = setup;
+        let debian = kernel(arch)?;
+        let (first_kernel, first_spec) = match first {
+            FirstKernel::Debian => (debian.clone(), "tests/specs/kexec.toml"),
+            FirstKernel::Profile(name) => (profile_kernel(name)?, "tests/specs/kexec-profile.toml"),
+        };
+        anyhow::ensure!(
+            first_kernel.arch == arch,
+            "the first kernel is {}, not {arch}",
+            first_kernel.arch
+        );
         let init = init(arch, Variant::TestHooks)?;
-        let second = bundle(arch, "netboot", Variant::Release)?;
-        let dir = paths::phase()
-            .join(arch.name())
-            .join(format!("kexec-{}", next.name()));
+        let second = match next {
+            NextKernel::MSeries => profile_bundle("m-series", Variant::Release)?,
+            _ => bundle(arch, "netboot", Variant::Release)?,
+        };
+        let dir = paths::phase().join(arch.name()).join(setup.dir_name());
         std::fs::create_dir_all(&dir)?;
-        let image = std::fs::read(&kernel.image)
-            .with_context(|| format!("reading {}", kernel.image.display()))?;
+        // The next kernel is Debian's (or a profile's), whichever kernel
+        // runs the first stage.
+        let image = std::fs::read(&debian.image)
+            .with_context(|| format!("reading {}", debian.image.display()))?;
         let next_image = match next {
             NextKernel::Debian => image,
+            NextKernel::MSeries => std::fs::read(&second.kernel.image)
+                .with_context(|| format!("reading {}", second.kernel.image.display()))?,
             NextKernel::Gzip => Compression::Gzip.compress(&image)?,
             NextKernel::BadMagic => {
                 // x86: "HdrS" at 0x202; arm64: "ARM\x64" at 0x38.
@@ -307,8 +417,8 @@ pub fn kexec_bundle(arch: Arch, next: NextKernel) -> Result<KexecBundle> {
         std::fs::write(&kernel_path, &next_image)?;
         let marker = marker().to_owned();
         let cmdline = format!(
-            "console={} panic=-1 phase.report phase.onfail=poweroff {MARKER_KEY}={marker}",
-            arch.console()
+            "{} phase.report phase.onfail=poweroff {MARKER_KEY}={marker}",
+            arch.kernel_params()
         );
         let cmdline_path = dir.join("cmdline");
         std::fs::write(&cmdline_path, format!("{cmdline}\n"))?;
@@ -317,12 +427,29 @@ pub fn kexec_bundle(arch: Arch, next: NextKernel) -> Result<KexecBundle> {
             ("kexec-initrd".to_owned(), second.initrd.clone()),
             ("kexec-cmdline".to_owned(), cmdline_path),
         ]);
+        // A chosen method is one more file, in a spec that wraps the
+        // first stage's.
+        let spec = match setup.method {
+            None => spec_path(first_spec),
+            Some(method) => {
+                let wrapper = dir.join("first.toml");
+                std::fs::write(
+                    &wrapper,
+                    format!(
+                        "# Written by the harness: {first_spec} with the test hook's method.\n\
+                         include = [{:?}]\n\n[[file]]\npath = \"/kexec/method\"\ntext = \"{method}\\n\"\nmode = 0o644\n",
+                        spec_path(first_spec).display().to_string()
+                    ),
+                )?;
+                wrapper
+            }
+        };
         let out = dir.join("first.cpio");
         let initrd = pack_spec(
             arch,
-            &spec_path("tests/specs/kexec.toml"),
+            &spec,
             &init,
-            &kernel,
+            &first_kernel,
             inputs,
             Compression::None,
             &out,
@@ -330,7 +457,7 @@ pub fn kexec_bundle(arch: Arch, next: NextKernel) -> Result<KexecBundle> {
         Ok(KexecBundle {
             first: Bundle {
                 arch,
-                kernel,
+                kernel: first_kernel,
                 init,
                 initrd,
             },

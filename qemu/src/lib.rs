@@ -10,9 +10,12 @@ pub mod artifacts;
 pub mod bench;
 pub mod cmd;
 pub mod debian;
+pub mod faults;
 pub mod images;
+pub mod kbuild;
 pub mod paths;
 pub mod provider;
+pub mod roots;
 pub mod setup;
 pub mod vm;
 

@@ -66,6 +66,18 @@ enum Cmd {
         #[command(subcommand)]
         what: BenchCmd,
     },
+    /// Build a small kernel from Debian's linux-source-6.1 for a profile
+    /// (tinyconfig + phase-init + qemu-virt + the profile's fragments, with
+    /// IKCONFIG), cached by the hash of its inputs.
+    Kernel {
+        /// m-series (arm64, 16K pages), xsc (x86_64, kexec_load only), or
+        /// fragment names joined by + (with --arch).
+        #[arg(long)]
+        profile: String,
+        /// Needed for a fragment set; a profile knows its own.
+        #[arg(long)]
+        arch: Option<Arch>,
+    },
     /// Run a fuzz target with cargo-fuzz (nightly) for a while.
     Fuzz {
         /// cmdline, modinfo, modindex, …; all targets when omitted.
@@ -90,6 +102,17 @@ enum BenchCmd {
     /// Kernel start → kexec: Phase Boot against a seed-style script init
     /// (busybox udhcpc + wget + sha256sum + kexec-tools), same provider.
     Boot {
+        /// Boots of each init; the median counts.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// One architecture; both when omitted.
+        #[arg(long)]
+        arch: Option<Arch>,
+    },
+    /// Kernel start → the target root's init, for an overlay over a root
+    /// image fetched from nginx: Phase Boot against a dracut-style busybox
+    /// script (wget + sha256sum + losetup + mount + switch_root).
+    Root {
         /// Boots of each init; the median counts.
         #[arg(long, default_value_t = 5)]
         runs: usize,
@@ -133,9 +156,13 @@ fn main() -> ExitCode {
             what: BenchCmd::Dhcp { rounds, arch },
         } => xtask::bench::dhcp::run(rounds, arch),
         Cmd::Fuzz { target, seconds } => fuzz(target.as_deref(), seconds),
+        Cmd::Kernel { profile, arch } => kernel(&profile, arch),
         Cmd::Bench {
             what: BenchCmd::Boot { runs, arch },
         } => xtask::bench::boot::run(runs, arch),
+        Cmd::Bench {
+            what: BenchCmd::Root { runs, arch },
+        } => xtask::bench::root::run(runs, arch),
         Cmd::Bench {
             what: BenchCmd::Mkimage { runs },
         } => xtask::bench::mkimage::mkimage(runs),
@@ -161,6 +188,21 @@ fn build_init(arch: Arch, test_hooks: bool) -> Result<()> {
     setup::ensure_rust_targets()?;
     let init = artifacts::init(arch, variant(test_hooks))?;
     describe_init(&init)
+}
+
+fn kernel(profile: &str, arch: Option<Arch>) -> Result<()> {
+    let spec = xtask::kbuild::spec(profile, arch)?;
+    let k = xtask::kbuild::kernel(&spec)?;
+    eprintln!(
+        "kernel: {} ({}, {} bytes)\n  image  {}\n  config {}\n  tree   {}",
+        k.release,
+        k.arch,
+        std::fs::metadata(&k.image)?.len(),
+        k.image.display(),
+        k.config.display(),
+        k.tree.display()
+    );
+    Ok(())
 }
 
 fn describe_init(init: &std::path::Path) -> Result<()> {
@@ -224,14 +266,16 @@ fn boot(arch: Arch, args: &BootArgs) -> Result<()> {
         &provider::Publication {
             arch,
             version: 1,
+            floor: None,
             expires_in: 3600,
             cmdline: format!(
-                "console={} panic=-1 phase.report phase.onfail=poweroff {marker}",
-                arch.console()
+                "{} phase.report phase.onfail=poweroff {marker}",
+                arch.kernel_params()
             ),
             kernel: &bundle.kernel.image,
             initrd: Some(&bundle.initrd),
             served_as: None,
+            root_image: None,
         },
     )?;
     eprintln!(
@@ -373,6 +417,16 @@ fn test(filters: &[String], no_qemu: bool) -> Result<()> {
         }
         Ok(())
     })?;
+    // The profiles' own kernels, built once (fresh: minutes each; cached:
+    // instant); the kconfig tests read their configs and IKCONFIG images,
+    // the profile scenarios boot them.
+    let mut profile_kernels = Vec::new();
+    timed("profile kernels (m-series, xsc)", &mut || {
+        for name in ["m-series", "xsc"] {
+            profile_kernels.push((name, artifacts::profile_kernel(name)?));
+        }
+        Ok(())
+    })?;
     timed("unit, golden and reference-tool tests", &mut || {
         let mut c = cargo();
         // Setup installed every referee and server; a test that would skip
@@ -391,6 +445,16 @@ fn test(filters: &[String], no_qemu: bool) -> Result<()> {
                 &k.tree,
             );
         }
+        for (name, k) in &profile_kernels {
+            c.env(
+                format!(
+                    "PHASE_TEST_PROFILE_KERNEL_{}",
+                    name.replace('-', "_").to_uppercase()
+                ),
+                &k.tree,
+            );
+        }
+        c.env("PHASE_TEST_KERNEL_SOURCE", xtask::kbuild::source_tree()?);
         cmd::run(&mut c)
     })?;
     if !no_qemu {
@@ -404,7 +468,10 @@ fn test(filters: &[String], no_qemu: bool) -> Result<()> {
         })?;
         timed("QEMU scenarios", &mut || {
             let mut c = cargo();
-            c.args(["test", "--package", "phase-scenarios", "--quiet", "--"]);
+            // Every scenario file runs even after one fails, so a CI log
+            // names every failure at once.
+            c.args(["test", "--package", "phase-scenarios", "--quiet"]);
+            c.args(["--no-fail-fast", "--"]);
             c.args(["--test-threads", "2"]);
             c.args(filters);
             cmd::run(&mut c)

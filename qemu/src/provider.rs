@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use phase_manifest::{Arch as ManifestArch, Handoff};
 use phase_tools::keys;
 use phase_tools::nginx::Nginx;
-use phase_tools::publish::{Published, Release, publish};
+use phase_tools::publish::{Options, Published, Release, publish_with};
 use phase_tools::serve::{Server, ServerHandle, TlsFiles};
 use phase_tools::testca::TestCa;
 
@@ -68,6 +68,8 @@ pub fn manifest_arch(arch: Arch) -> ManifestArch {
 pub struct Publication<'a> {
     pub arch: Arch,
     pub version: u64,
+    /// The signed `floor` (machines store it before they hand off).
+    pub floor: Option<u64>,
     /// Seconds from now until the manifest expires; negative: already expired.
     pub expires_in: i64,
     pub cmdline: String,
@@ -76,6 +78,9 @@ pub struct Publication<'a> {
     /// Publish under this arch's path instead (a mirror serving the wrong
     /// arch's manifest).
     pub served_as: Option<Arch>,
+    /// A root image: the manifest hands off by switch_root to it instead
+    /// (kernel, initrd and cmdline are then not published).
+    pub root_image: Option<&'a Path>,
 }
 
 /// Publishes into a fresh tree under `dir` with the harness's key.
@@ -91,17 +96,36 @@ pub fn publish_tree(dir: &Path, p: &Publication<'_>) -> Result<(PathBuf, Publish
         arch: manifest_arch(p.arch),
         board: None,
         version: p.version,
+        floor: p.floor,
         issued_at: now.saturating_sub(60),
         expires_at: now.saturating_add_signed(p.expires_in),
-        handoff: Handoff::Kexec,
-        cmdline: p.cmdline.clone(),
-        kernel: Some(p.kernel.to_owned()),
-        initrd: p.initrd.map(Path::to_owned),
+        handoff: if p.root_image.is_some() {
+            Handoff::SwitchRoot
+        } else {
+            Handoff::Kexec
+        },
+        cmdline: if p.root_image.is_some() {
+            String::new()
+        } else {
+            p.cmdline.clone()
+        },
+        kernel: p.root_image.is_none().then(|| p.kernel.to_owned()),
+        initrd: p
+            .initrd
+            .filter(|_| p.root_image.is_none())
+            .map(Path::to_owned),
         dtb: None,
-        root_image: None,
+        root_image: p.root_image.map(Path::to_owned),
+    };
+    // A scenario plays the provider it needs, an older release over a newer
+    // one included (the rollback attacks): what `phase publish` refuses
+    // without `--allow-downgrade` is the point of those runs.
+    let options = Options {
+        allow_downgrade: true,
+        ..Options::default()
     };
     let published =
-        publish(&release, &[signing], &tree, false).context("publishing the test tree")?;
+        publish_with(&release, &[signing], &tree, &options).context("publishing the test tree")?;
     if let Some(other) = p.served_as {
         let from = tree.join("stable").join(p.arch.name());
         let to = tree.join("stable").join(other.name());

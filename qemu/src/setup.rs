@@ -52,7 +52,14 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "ca-certificates",
         "the CA bundle netboot images trust for HTTPS",
     ),
-    ("util-linux", "unshare, for the PID 1 reaper test"),
+    (
+        "util-linux",
+        "unshare, for the PID 1 reaper test; blkid and partx referee the probes",
+    ),
+    (
+        "openssl",
+        "referee: openssl pkey reads the private keys phase keygen writes",
+    ),
     ("iproute2", "network namespaces for host network tests"),
     (
         "dnsmasq-base",
@@ -64,9 +71,12 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ),
     (
         "dosfstools",
-        "referee: fsck.fat -n reads back our FAT images",
+        "referee: fsck.fat -n reads back our FAT images; mkfs.vfat for the probes",
     ),
-    ("gdisk", "referee: sgdisk -v reads back our GPT disks"),
+    (
+        "gdisk",
+        "referee: sgdisk -v reads back our GPT disks; sgdisk for the probes",
+    ),
     (
         "mtools",
         "referee: mcopy reads files out of our FAT images; the bench pipeline",
@@ -77,7 +87,7 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ),
     (
         "binutils",
-        "referee: objdump -h reads back our x86_64 UKIs; the bench pipeline",
+        "referee: objdump -h reads back our x86_64 UKIs and disassembles the x86_64 purgatory; the bench pipeline",
     ),
     (
         "binutils-aarch64-linux-gnu",
@@ -96,9 +106,100 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "input: ldlinux.c32, menu.c32, gptmbr.bin, mbr.bin",
     ),
     ("isolinux", "input: isolinux.bin and isohdpfx.bin"),
+    (
+        "shim-signed",
+        "input: Debian's Microsoft-signed shim and MokManager (--shim)",
+    ),
+    (
+        "sbsigntool",
+        "referee: sbverify checks our Authenticode signatures; sbsign signs alike",
+    ),
+    (
+        "osslsigncode",
+        "referee: lists our signatures and checks the PE checksum",
+    ),
+    ("pesign", "referee: lists our signatures and the image hash"),
+    (
+        "openssl",
+        "referee: reads keygen's certificates; decrypts OVMF's snakeoil key",
+    ),
+    (
+        "time",
+        "referee: GNU time measures mkimage's peak memory for 64 GiB disks",
+    ),
+    (
+        "e2fsprogs",
+        "mkfs.ext2: a file system to mount on loop devices, for mkimage's mounted-device refusal",
+    ),
     ("grub-common", "bench: grub-mkrescue"),
     ("grub-pc-bin", "bench: grub-mkrescue's BIOS images"),
+    (
+        "python3-scapy",
+        "referee: scapy decodes the DHCP packets the init writes",
+    ),
+    (
+        "python3-pefile",
+        "referee: pefile computes the PE checksum of our UKIs independently",
+    ),
     ("grub-efi-amd64-bin", "bench: grub-mkrescue's UEFI images"),
+    (
+        "e2fsprogs",
+        "mkfs.ext2/3/4: images for the init's block-device probes",
+    ),
+    (
+        "squashfs-tools",
+        "mksquashfs: images for the init's block-device probes",
+    ),
+    (
+        "erofs-utils",
+        "mkfs.erofs and fsck.erofs: images and checksum referee for the probes",
+    ),
+    (
+        "fdisk",
+        "sfdisk and fdisk: MBR and 4K-sector GPT disks for the probes",
+    ),
+    ("genisoimage", "Joliet ISOs for the init's iso9660 probe"),
+    (
+        "python3-dnspython",
+        "referee: dnspython reads our DNS messages and writes some for us to read",
+    ),
+    (
+        "avahi-daemon",
+        "referee: avahi must see what phase announce announces",
+    ),
+    (
+        "avahi-utils",
+        "referee: avahi-browse resolves our announcement",
+    ),
+    (
+        "dbus-daemon",
+        "the private bus avahi-daemon needs in the announce test",
+    ),
+];
+
+/// What `cargo xtask kernel` needs to build the profile kernels from
+/// Debian's kernel source (Documentation/process/changes.rst); installed by
+/// setup too, since `cargo xtask test` builds them.
+pub const KERNEL_BUILD_PACKAGES: &[(&str, &str)] = &[
+    (
+        "linux-source-6.1",
+        "the kernel tree the M-series and xsc test kernels are built from",
+    ),
+    ("make", "drives the kernel build"),
+    (
+        "gcc",
+        "compiles the x86_64 test kernel and the kernel's host tools",
+    ),
+    ("libc6-dev", "headers for the kernel's host tools"),
+    ("flex", "the kernel's Kconfig and dtc lexers"),
+    ("bison", "the kernel's Kconfig and dtc parsers"),
+    ("bc", "the kernel build computes constants with it"),
+    (
+        "libelf-dev",
+        "objtool and resolve_btfids in the kernel build",
+    ),
+    ("libssl-dev", "the kernel's module signing and cert tools"),
+    ("kmod", "depmod for the test kernels' modules_install"),
 ];
 
 static APT_UPDATED: AtomicBool = AtomicBool::new(false);
@@ -138,10 +239,37 @@ pub fn ensure_packages(packages: &[(&str, &str)]) -> Result<()> {
         );
     }
     apt_update()?;
+    apt_install(missing.iter().map(|(p, _)| *p))?;
+    // apt may remove a package to satisfy another: a backported qemu-utils
+    // goes when Debian's own qemu-system packages come in. Check the whole
+    // list again and put back what went.
+    let removed: Vec<&str> = packages
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| !installed(p))
+        .collect();
+    if removed.is_empty() {
+        return Ok(());
+    }
+    for package in &removed {
+        eprintln!("setup: installing {package} again (apt removed it while installing the others)");
+    }
+    apt_install(removed.iter().copied())?;
+    let still: Vec<&str> = removed.into_iter().filter(|p| !installed(p)).collect();
+    if !still.is_empty() {
+        bail!(
+            "apt-get did not install {}; install them by hand and run again",
+            still.join(" ")
+        );
+    }
+    Ok(())
+}
+
+fn apt_install<'a>(packages: impl Iterator<Item = &'a str>) -> Result<()> {
     let mut apt = Command::new("apt-get");
     apt.env("DEBIAN_FRONTEND", "noninteractive")
         .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(missing.iter().map(|(p, _)| *p));
+        .args(packages);
     cmd::run(&mut apt)
 }
 
@@ -174,6 +302,7 @@ pub fn ensure_rust_targets() -> Result<()> {
 /// Everything: packages, architectures, Rust targets.
 pub fn ensure_all() -> Result<()> {
     ensure_packages(PACKAGES)?;
+    ensure_packages(KERNEL_BUILD_PACKAGES)?;
     ensure_arm64_architecture()?;
     ensure_rust_targets()
 }

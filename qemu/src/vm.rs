@@ -35,6 +35,54 @@ pub enum Firmware {
     Default,
     /// OVMF on x86_64, AAVMF on aarch64.
     Uefi,
+    /// The same firmware with Secure Boot enforced, trusting `keys`
+    /// (x86_64: the SMM build, as Secure Boot needs protected variables).
+    SecureBoot(SecureBootKeys),
+}
+
+/// Which keys a Secure Boot variable store holds (Debian's ovmf and
+/// qemu-efi-aarch64 ship both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecureBootKeys {
+    /// The public "snakeoil" test key (`/usr/share/ovmf/PkKek-1-snakeoil.*`)
+    /// as PK, KEK and db.
+    Snakeoil,
+    /// Microsoft's KEK and db certificates, as stock PCs have.
+    Microsoft,
+}
+
+impl Firmware {
+    /// The (code, variable store template) flash images, if UEFI.
+    pub fn flash(self, arch: Arch) -> Option<(&'static str, &'static str)> {
+        use SecureBootKeys::{Microsoft, Snakeoil};
+        Some(match (self, arch) {
+            (Firmware::Default, _) => return None,
+            (Firmware::Uefi, Arch::X86_64) => (
+                "/usr/share/OVMF/OVMF_CODE_4M.fd",
+                "/usr/share/OVMF/OVMF_VARS_4M.fd",
+            ),
+            (Firmware::Uefi, Arch::Aarch64) => (
+                "/usr/share/AAVMF/AAVMF_CODE.fd",
+                "/usr/share/AAVMF/AAVMF_VARS.fd",
+            ),
+            (Firmware::SecureBoot(Snakeoil), Arch::X86_64) => (
+                "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
+                "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd",
+            ),
+            (Firmware::SecureBoot(Microsoft), Arch::X86_64) => (
+                "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
+                "/usr/share/OVMF/OVMF_VARS_4M.ms.fd",
+            ),
+            (Firmware::SecureBoot(Snakeoil), Arch::Aarch64) => (
+                "/usr/share/AAVMF/AAVMF_CODE.snakeoil.fd",
+                "/usr/share/AAVMF/AAVMF_VARS.snakeoil.fd",
+            ),
+            (Firmware::SecureBoot(Microsoft), Arch::Aarch64) => (
+                "/usr/share/AAVMF/AAVMF_CODE.ms.fd",
+                "/usr/share/AAVMF/AAVMF_VARS.ms.fd",
+            ),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +115,11 @@ pub struct VmSpec {
     /// added in front.
     pub append: String,
     pub firmware: Firmware,
+    /// A UEFI variable store that outlives the VM: made from the
+    /// firmware's template the first time, then booted as it is, so
+    /// variables a guest wrote are there at its next boot (delete the file
+    /// to reset them). `None`: a fresh copy per VM, discarded with it.
+    pub efi_vars: Option<PathBuf>,
     pub drives: Vec<Drive>,
     /// A virtio NIC on QEMU user networking (DHCP gives 10.0.2.15, the host's
     /// loopback is 10.0.2.2).
@@ -95,6 +148,7 @@ impl VmSpec {
             initrd: Some(initrd.to_owned()),
             append: append.into(),
             firmware: Firmware::Default,
+            efi_vars: None,
             drives: Vec::new(),
             user_net: false,
             event_port: true,
@@ -116,7 +170,27 @@ impl VmSpec {
             "none",
             "-no-reboot",
         ]);
-        c.args(self.arch.machine_args());
+        // A `-cpu` in the extra arguments replaces the arch's default CPU
+        // (a 16K-page kernel needs one with the 16K granule).
+        let own_cpu = self.extra_args.iter().any(|a| a == "-cpu");
+        let machine: &[&str] = match (self.firmware, self.arch) {
+            // OVMF's Secure Boot build keeps its variables in SMM-protected
+            // flash, and stops when the machine has no SMM.
+            (Firmware::SecureBoot(_), Arch::X86_64) => {
+                c.args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+                &["-machine", "q35,smm=on"]
+            }
+            _ => self.arch.machine_args(),
+        };
+        let mut i = 0;
+        while i < machine.len() {
+            if own_cpu && machine[i] == "-cpu" {
+                i += 2;
+                continue;
+            }
+            c.arg(machine[i]);
+            i += 1;
+        }
         c.args(["-m", &self.memory_mb.to_string(), "-smp", "1"]);
         c.args([
             "-chardev",
@@ -124,20 +198,16 @@ impl VmSpec {
             "-serial",
             "chardev:console",
         ]);
-        if self.firmware == Firmware::Uefi {
-            let (code, vars) = match self.arch {
-                Arch::X86_64 => (
-                    "/usr/share/OVMF/OVMF_CODE_4M.fd",
-                    "/usr/share/OVMF/OVMF_VARS_4M.fd",
-                ),
-                Arch::Aarch64 => (
-                    "/usr/share/AAVMF/AAVMF_CODE.fd",
-                    "/usr/share/AAVMF/AAVMF_VARS.fd",
-                ),
+        if let Some((code, vars)) = self.firmware.flash(self.arch) {
+            // Each VM gets its own writable copy of the variable store,
+            // unless the spec keeps one across boots.
+            let vars_copy = match &self.efi_vars {
+                Some(kept) => kept.clone(),
+                None => scratch.join("efivars.fd"),
             };
-            // Each VM gets its own writable copy of the variable store.
-            let vars_copy = scratch.join("efivars.fd");
-            std::fs::copy(vars, &vars_copy).with_context(|| format!("copying {vars}"))?;
+            if self.efi_vars.is_none() || !vars_copy.exists() {
+                std::fs::copy(vars, &vars_copy).with_context(|| format!("copying {vars}"))?;
+            }
             c.arg("-drive").arg(format!(
                 "if=pflash,format=raw,unit=0,readonly=on,file={code}"
             ));
@@ -148,7 +218,7 @@ impl VmSpec {
         }
         if let Some(kernel) = &self.kernel {
             c.arg("-kernel").arg(kernel);
-            let append = format!("console={} panic=-1 {}", self.arch.console(), self.append);
+            let append = format!("{} {}", self.arch.kernel_params(), self.append);
             c.args(["-append", append.trim_end()]);
         }
         if let Some(initrd) = &self.initrd {
@@ -216,12 +286,19 @@ enum Msg {
     Console(String, Instant),
     Event(Value),
     ConsoleClosed,
+    /// QEMU closed the event socket: every event it carried has arrived.
+    EventsClosed,
 }
 
 /// A running VM.
 pub struct Vm {
     name: String,
     child: Child,
+    /// Whether the VM has the event port (whose socket's end marks the last
+    /// event).
+    event_port: bool,
+    /// Writes reach the guest's serial console as if typed.
+    console_in: Option<std::process::ChildStdin>,
     rx: Receiver<Msg>,
     console: Vec<String>,
     /// When each console line arrived, since QEMU started.
@@ -255,8 +332,9 @@ impl Vm {
             UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
         let mut command = spec.command(&socket, dir.path())?;
         eprintln!("[{}] $ {}", spec.name, cmd::display(&command));
+        // The serial console's input: a pipe the harness types into.
         let mut child = command
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -264,6 +342,7 @@ impl Vm {
         let (tx, rx) = channel();
         let stdout = child.stdout.take().context("QEMU stdout")?;
         let stderr = child.stderr.take().context("QEMU stderr")?;
+        let console_in = child.stdin.take();
         spawn_console_reader(spec.name.clone(), stdout, tx.clone(), true);
         spawn_console_reader(format!("{}:qemu", spec.name), stderr, tx.clone(), false);
         if spec.event_port {
@@ -272,6 +351,8 @@ impl Vm {
         Ok(Vm {
             name: spec.name.clone(),
             child,
+            event_port: spec.event_port,
+            console_in,
             rx,
             console: Vec::new(),
             console_at: Vec::new(),
@@ -353,6 +434,12 @@ impl Vm {
             }
             if self.console_closed {
                 let status = self.reap()?;
+                // The reap drained the last events: one may be it.
+                if let Some(offset) = self.events[self.cursor..].iter().position(&pred) {
+                    let index = self.cursor + offset;
+                    self.cursor = index + 1;
+                    return Ok(self.events[index].clone());
+                }
                 return Err(self.failure(&format!("QEMU exited ({status}) before {what}")));
             }
             self.pump(deadline, what)?;
@@ -422,6 +509,7 @@ impl Vm {
             }
             Ok(Msg::Event(event)) => self.events.push(event),
             Ok(Msg::ConsoleClosed) => self.console_closed = true,
+            Ok(Msg::EventsClosed) => {}
             Err(RecvTimeoutError::Timeout) => {
                 return Err(self.failure(&format!(
                     "timed out after {:.0} s waiting for {what}",
@@ -438,12 +526,31 @@ impl Vm {
             return Ok(status);
         }
         let status = self.child.wait().context("waiting for QEMU")?;
-        // Drain what the readers still hold.
-        while let Ok(msg) = self.rx.try_recv() {
+        // Drain what the readers still hold. The event socket may still be
+        // delivering what the guest sent just before it stopped (a power
+        // event, then the power-off): wait for its end, briefly.
+        let settle = Instant::now() + Duration::from_secs(2);
+        let mut events_done = !self.event_port;
+        loop {
+            let msg = if events_done {
+                match self.rx.try_recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                }
+            } else {
+                match self
+                    .rx
+                    .recv_timeout(settle.saturating_duration_since(Instant::now()))
+                {
+                    Ok(m) => m,
+                    Err(_) => break,
+                }
+            };
             match msg {
                 Msg::Console(line, at) => self.push_console(line, at),
                 Msg::Event(event) => self.events.push(event),
                 Msg::ConsoleClosed => {}
+                Msg::EventsClosed => events_done = true,
             }
         }
         self.exited = Some(status);
@@ -461,6 +568,25 @@ impl Vm {
             tail.into_iter().cloned().collect::<Vec<_>>().join("\n"),
             events.join("\n")
         )
+    }
+
+    /// Types `text` on the guest's serial console (a line needs its `\n`).
+    /// For the console's readers — a rescue shell, a passphrase prompt —
+    /// after the harness has seen them ask.
+    pub fn type_console(&mut self, text: &str) -> Result<()> {
+        use std::io::Write;
+        let name = self.name.clone();
+        let input = self
+            .console_in
+            .as_mut()
+            .with_context(|| format!("[{name}] the console input is closed"))?;
+        // QEMU reads the pipe only as fast as the guest's UART takes bytes,
+        // so a long line waits in the pipe rather than being dropped.
+        input
+            .write_all(text.as_bytes())
+            .and_then(|()| input.flush())
+            .with_context(|| format!("[{name}] typing on the console"))?;
+        Ok(())
     }
 
     /// Kills QEMU (for VMs that halt rather than power off).
@@ -500,32 +626,79 @@ fn spawn_console_reader(
     std::thread::spawn(move || {
         let echo = std::env::var_os("PHASE_QUIET").is_none();
         let mut reader = BufReader::new(stream);
-        let mut raw = Vec::new();
-        loop {
-            raw.clear();
-            match reader.read_until(b'\n', &mut raw) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
+        let mut lines = ConsoleLines::default();
+        let mut open = true;
+        while open {
+            let chunk = match reader.fill_buf() {
+                Ok([]) | Err(_) => {
+                    open = false;
+                    b"\n".to_vec()
+                }
+                Ok(chunk) => chunk.to_vec(),
+            };
+            if open {
+                reader.consume(chunk.len());
             }
-            let line = String::from_utf8_lossy(&raw);
-            let line = line.trim_end_matches(['\n', '\r']).replace('\r', "");
-            if echo {
-                eprintln!("{name}| {line}");
-            }
-            if let Some(at) = line.find(CONSOLE_EVENT_PREFIX)
-                && let Ok(event) =
-                    serde_json::from_str::<Value>(&line[at + CONSOLE_EVENT_PREFIX.len()..])
-            {
-                let _ = tx.send(Msg::Event(event));
-            }
-            if tx.send(Msg::Console(line, Instant::now())).is_err() {
-                return;
+            for raw in lines.push(&chunk) {
+                if !open && raw.is_empty() {
+                    continue;
+                }
+                let line = String::from_utf8_lossy(&raw).replace('\r', "");
+                if echo {
+                    eprintln!("{name}| {line}");
+                }
+                if let Some(at) = line.find(CONSOLE_EVENT_PREFIX)
+                    && let Ok(event) =
+                        serde_json::from_str::<Value>(&line[at + CONSOLE_EVENT_PREFIX.len()..])
+                {
+                    let _ = tx.send(Msg::Event(event));
+                }
+                if tx.send(Msg::Console(line, Instant::now())).is_err() {
+                    return;
+                }
             }
         }
         if signal_close {
             let _ = tx.send(Msg::ConsoleClosed);
         }
     });
+}
+
+/// Splits a serial console into lines: at each newline, and where a
+/// firmware's text UI moves the cursor to a row (`ESC [ row ; col H`), since
+/// such a screen (shim's error box, a setup menu) may never send a newline.
+#[derive(Default)]
+struct ConsoleLines {
+    line: Vec<u8>,
+    /// The bytes of an escape sequence being read, from its ESC.
+    escape: Vec<u8>,
+}
+
+impl ConsoleLines {
+    fn push(&mut self, bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for &b in bytes {
+            if !self.escape.is_empty() {
+                self.escape.push(b);
+                let csi = self.escape.get(1) == Some(&b'[');
+                if self.escape.len() == 2 && !csi {
+                    self.line.append(&mut self.escape);
+                } else if self.escape.len() > 2 && !(b.is_ascii_digit() || b == b';') {
+                    if b == b'H' && !self.line.is_empty() {
+                        out.push(std::mem::take(&mut self.line));
+                    }
+                    self.line.append(&mut self.escape);
+                }
+                continue;
+            }
+            match b {
+                b'\n' => out.push(std::mem::take(&mut self.line)),
+                0x1b => self.escape.push(b),
+                _ => self.line.push(b),
+            }
+        }
+        out
+    }
 }
 
 fn spawn_event_reader(listener: UnixListener, tx: Sender<Msg>) {
@@ -549,5 +722,31 @@ fn spawn_event_reader(listener: UnixListener, tx: Sender<Msg>) {
                 }
             }
         }
+        let _ = tx.send(Msg::EventsClosed);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConsoleLines;
+
+    #[test]
+    fn console_lines_split_at_newlines_and_cursor_rows() {
+        let mut l = ConsoleLines::default();
+        assert_eq!(l.push(b"boot"), Vec::<Vec<u8>>::new());
+        assert_eq!(l.push(b"ing\r\nnext"), vec![b"booting\r".to_vec()]);
+        // shim's box: rows placed by the cursor, no newline.
+        let out = l.push(b"\x1b[02;01H| Verification failed |\x1b[03;01H+--+\x1b[1m");
+        assert_eq!(
+            out,
+            vec![
+                b"next".to_vec(),
+                b"\x1b[02;01H| Verification failed |".to_vec()
+            ]
+        );
+        assert_eq!(l.push(b"\n"), vec![b"\x1b[03;01H+--+\x1b[1m".to_vec()]);
+        // Other escapes stay in the line, split across reads too.
+        assert_eq!(l.push(b"a\x1b["), Vec::<Vec<u8>>::new());
+        assert_eq!(l.push(b"0mb\n"), vec![b"a\x1b[0mb".to_vec()]);
+    }
 }

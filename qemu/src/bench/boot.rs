@@ -97,6 +97,20 @@ fn unpack_with_libraries(root: &str, arch: Arch) -> Result<Vec<PathBuf>> {
 }
 
 /// `readelf` lines for an ELF file (binutils reads every architecture).
+/// When the first init started, in the VM's clock: its own `init` event,
+/// or the `early` stage's end less its duration (the benchmark's and the
+/// scenarios' inits both send one of them).
+pub(super) fn init_start(vm: &Vm, name: &str) -> Result<f64> {
+    vm.events()
+        .iter()
+        .find_map(|e| match (e["event"].as_str(), e["stage"].as_str()) {
+            (Some("init"), _) => e["t_ms"].as_f64(),
+            (Some("stage"), Some("early")) => Some(e["t_ms"].as_f64()? - e["ms"].as_f64()?),
+            _ => None,
+        })
+        .with_context(|| format!("{name}: no event marks the init's start"))
+}
+
 fn readelf(flag: &str, file: &Path) -> Result<String> {
     cmd::output(Command::new("readelf").arg(flag).arg(file))
 }
@@ -162,6 +176,28 @@ fn libraries(file: &Path, dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
+/// The modules `wanted` and their dependencies from `kernel`'s tree, in
+/// load order, as (file name, bytes) for a script's `insmod` loop; built-in
+/// ones are left out.
+pub fn modules_in_order(kernel: &Kernel, wanted: &[&str]) -> Result<Vec<(String, Vec<u8>)>> {
+    let tree = KernelTree::open(&kernel.tree, Some(&kernel.release))?;
+    let wanted: Vec<String> = wanted.iter().map(|w| (*w).to_owned()).collect();
+    let index = ModuleIndex::build(&tree.release, tree.builtin.clone(), &wanted, &[], |name| {
+        tree.lookup(name)
+            .map(|hit| hit.map(|(rel, info)| (rel.display().to_string(), info)))
+    })?;
+    let mut out = Vec::new();
+    for m in index.load_order(&wanted)? {
+        let file = Path::new(&m.path)
+            .file_name()
+            .context("module file")?
+            .to_string_lossy()
+            .into_owned();
+        out.push((file, std::fs::read(tree.dir.join(&m.path))?));
+    }
+    Ok(out)
+}
+
 /// The script init's image: busybox, kexec with its libraries and loader,
 /// the virtio NIC's modules in load order, the script and its config.
 fn script_image(arch: Arch, kernel: &Kernel, conf: &str, out: &Path) -> Result<PathBuf> {
@@ -196,24 +232,9 @@ fn script_image(arch: Arch, kernel: &Kernel, conf: &str, out: &Path) -> Result<P
     let loader_file = find_library(&loader_name, &dirs)
         .with_context(|| format!("no package provides the loader {loader}"))?;
     a.add(&loader, 0o755, Kind::File(std::fs::read(loader_file)?))?;
-    let tree = KernelTree::open(&kernel.tree, Some(&kernel.release))?;
-    let boot = ["virtio_pci".to_owned(), "virtio_net".to_owned()];
-    let index = ModuleIndex::build(&tree.release, tree.builtin.clone(), &boot, &[], |name| {
-        tree.lookup(name)
-            .map(|hit| hit.map(|(rel, info)| (rel.display().to_string(), info)))
-    })?;
     let mut order = Vec::new();
-    for m in index.load_order(&boot)? {
-        let file = Path::new(&m.path)
-            .file_name()
-            .context("module file")?
-            .to_string_lossy()
-            .into_owned();
-        a.add(
-            &format!("/lib/modules/{file}"),
-            0o644,
-            Kind::File(std::fs::read(tree.dir.join(&m.path))?),
-        )?;
+    for (file, bytes) in modules_in_order(kernel, &["virtio_pci", "virtio_net"])? {
+        a.add(&format!("/lib/modules/{file}"), 0o644, Kind::File(bytes))?;
         order.push(file);
     }
     a.add("/init", 0o755, Kind::File(SCRIPT.as_bytes().to_vec()))?;
@@ -254,15 +275,7 @@ fn measure(name: &str, arch: Arch, bundle: &Bundle, initrd: &Path, append: &str)
     let kexec_ms = kexec["t_ms"]
         .as_f64()
         .with_context(|| format!("{name}: kexec event without t_ms"))?;
-    let init_start = vm
-        .events()
-        .iter()
-        .find_map(|e| match (e["event"].as_str(), e["stage"].as_str()) {
-            (Some("init"), _) => e["t_ms"].as_f64(),
-            (Some("stage"), Some("early")) => Some(e["t_ms"].as_f64()? - e["ms"].as_f64()?),
-            _ => None,
-        })
-        .with_context(|| format!("{name}: no event marks the init's start"))?;
+    let init_start = init_start(&vm, name)?;
     Ok(Sample {
         kexec_ms,
         init_ms: kexec_ms - init_start,
@@ -294,19 +307,21 @@ pub fn run(runs: usize, only: Option<Arch>) -> Result<()> {
         }
         std::fs::create_dir_all(&work)?;
         let next = format!(
-            "console={} panic=-1 phase.report phase.onfail=poweroff",
-            arch.console()
+            "{} phase.report phase.onfail=poweroff",
+            arch.kernel_params()
         );
         let (tree, published) = provider::publish_tree(
             &work,
             &Publication {
                 arch,
                 version: 1,
+                floor: None,
                 expires_in: 3600,
                 cmdline: next.clone(),
                 kernel: &bundle.kernel.image,
                 initrd: Some(&bundle.initrd),
                 served_as: None,
+                root_image: None,
             },
         )?;
         let nginx = provider::nginx(&tree, &work)?;

@@ -5,6 +5,7 @@
 pub mod boot;
 pub mod dhcp;
 pub mod mkimage;
+pub mod root;
 
 /// Samples of one measurement, in milliseconds.
 #[derive(Debug, Clone, Default)]
