@@ -3,7 +3,7 @@
 //!
 //! - the `init` and `init-test` profiles build with `panic = "abort"`, so
 //!   nothing unwinds, and `link/no-unwind-tables.ld` drops `.eh_frame` and
-//!   `--no-eh-frame-hdr` its index: 264 KiB of the x86_64 binary, 84 KiB
+//!   `--no-eh-frame-hdr` its index: 264 KiB of the x86_64 binary, 80 KiB
 //!   after zstd -19. (Build scripts cannot see the profile's panic
 //!   strategy; a musl build with `panic = "unwind"` would abort on a panic
 //!   too, having no tables to unwind with — which is what PID 1 does
