@@ -505,10 +505,12 @@ fn row9_endless_artifact_body_stops_at_the_declared_size() {
     let mut naive = sha2::Sha256::default();
     let naive_read = std::io::copy(&mut endless, &mut HashWriter(&mut naive)).unwrap();
     assert_eq!(naive_read, 10_000_000, "the naive reader stopped by itself");
-    // Ours on the endless body: refused at the first chunk past 4096 bytes.
+    // Ours on the same 10 MB: refused at the first chunk past 4096 bytes
+    // (a check that never refused would read all 10,000 chunks and fail
+    // here, not hang).
     let mut check = ArtifactCheck::new(artifact);
     let mut read = 0;
-    let error = std::iter::repeat(&chunk)
+    let error = std::iter::repeat_n(&chunk, 10_000)
         .find_map(|c| match check.update(c) {
             Ok(()) => {
                 read += c.len();
@@ -516,7 +518,7 @@ fn row9_endless_artifact_body_stops_at_the_declared_size() {
             }
             Err(e) => Some(e),
         })
-        .unwrap();
+        .expect("the check took the whole 10 MB body without refusing it");
     assert_eq!(read, 4000);
     assert!(matches!(
         error,
