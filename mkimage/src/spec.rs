@@ -29,7 +29,7 @@
 //! max_version_jump = 1000  # nor more than this far above it
 //!
 //! [kexec]                  # how an x86_64 kexec hand-off loads the next kernel
-//! method = "auto"          # auto (the default) | file | load
+//! method = "file"          # file (the default) | load | auto
 //!
 //! [state]                  # where a machine without EFI variables keeps its
 //! partlabel = "PHASE-STATE" # version floor: a GPT partition `mkimage usb` makes

@@ -7,8 +7,8 @@
 //! signature.
 //!
 //! On x86_64 Phase Boot has two rows, one per syscall: the default image
-//! (`[kexec] method = "auto"`: `kexec_load` with the init's own boot_params
-//! and purgatory) and the same image pinned to `kexec_file_load`; each boot
+//! (`[kexec] method = "file"`: `kexec_file_load`) and the same image pinned
+//! to `kexec_load` with the init's own boot_params and purgatory; each boot
 //! is checked to have used the syscall its row names.
 //!
 //! Both report the kexec moment from the guest's own uptime clock (CLOCK_BOOTTIME)
@@ -258,8 +258,8 @@ fn script_image(arch: Arch, kernel: &Kernel, conf: &str, out: &Path) -> Result<P
     Ok(out.to_owned())
 }
 
-/// The netboot image with the x86_64 hand-off pinned to `kexec_file_load`.
-const FILE_SPEC: &str = "tests/specs/kexec-file.toml";
+/// The netboot image with the x86_64 hand-off pinned to `kexec_load`.
+const LOAD_SPEC: &str = "tests/specs/kexec-load.toml";
 
 /// One boot: the kexec moment in the guest, and the hand-off on the host.
 struct Sample {
@@ -278,20 +278,20 @@ struct Ours {
 }
 
 /// The Phase Boot images a run times on `arch`: the default image and, on
-/// x86_64, the same image pinned to `kexec_file_load`, so both syscalls
-/// have a row.
+/// x86_64, the same image pinned to `kexec_load`, so both syscalls have a
+/// row.
 fn ours(arch: Arch, default: &Bundle) -> Result<Vec<Ours>> {
     Ok(match arch {
         Arch::X86_64 => vec![
             Ours {
-                label: "phase (auto: kexec_load)",
+                label: "phase (file: kexec_file_load)",
                 initrd: default.initrd.clone(),
-                syscall: "kexec_load",
+                syscall: "kexec_file_load",
             },
             Ours {
-                label: "phase (file: kexec_file_load)",
-                initrd: artifacts::bundle(arch, FILE_SPEC, Variant::Release)?.initrd,
-                syscall: "kexec_file_load",
+                label: "phase (load: kexec_load)",
+                initrd: artifacts::bundle(arch, LOAD_SPEC, Variant::Release)?.initrd,
+                syscall: "kexec_load",
             },
         ],
         Arch::Aarch64 => vec![Ours {
