@@ -237,25 +237,56 @@ fn script_image(arch: Arch, kernel: &Kernel, conf: &str, out: &Path) -> Result<P
     let loader_file = find_library(&loader_name, &dirs)
         .with_context(|| format!("no package provides the loader {loader}"))?;
     a.add(&loader, 0o755, Kind::File(std::fs::read(loader_file)?))?;
-    let mut order = Vec::new();
-    for (file, bytes) in modules_in_order(kernel, &["virtio_pci", "virtio_net"])? {
-        a.add(&format!("/lib/modules/{file}"), 0o644, Kind::File(bytes))?;
-        order.push(file);
-    }
-    a.add("/init", 0o755, Kind::File(SCRIPT.as_bytes().to_vec()))?;
-    a.add("/udhcpc.sh", 0o755, Kind::File(UDHCPC.as_bytes().to_vec()))?;
-    a.add(
-        "/bench.conf",
-        0o644,
-        Kind::File(format!("MODULES=\"{}\"\n{conf}", order.join(" ")).into_bytes()),
-    )?;
-    for d in ["/proc", "/sys", "/dev", "/tmp"] {
-        a.add(d, 0o755, Kind::Dir)?;
-    }
-    a.add("/dev/console", 0o600, Kind::CharDev { major: 5, minor: 1 })?;
+    let init = ScriptInit {
+        modules: &["virtio_pci", "virtio_net"],
+        script: SCRIPT,
+        udhcpc: UDHCPC,
+        conf,
+        dirs: &["/proc", "/sys", "/dev", "/tmp"],
+    };
+    init.add_to(&mut a, kernel)?;
     let bytes = Compression::Zstd.compress(&a.to_bytes(0)?)?;
     std::fs::write(out, bytes)?;
     Ok(out.to_owned())
+}
+
+/// What the benchmarks' script inits share: the modules they insmod, the
+/// script itself, its udhcpc hook and its config.
+pub(super) struct ScriptInit<'a> {
+    /// Loaded with their dependencies, in load order.
+    pub modules: &'a [&'a str],
+    pub script: &'a str,
+    pub udhcpc: &'a str,
+    /// `/bench.conf` after the `MODULES=` line.
+    pub conf: &'a str,
+    /// Mount points to create.
+    pub dirs: &'a [&'a str],
+}
+
+impl ScriptInit<'_> {
+    /// Adds the modules under /lib/modules, `/init`, `/udhcpc.sh`,
+    /// `/bench.conf` (`MODULES=` in load order, then the config), the mount
+    /// points and /dev/console.
+    pub(super) fn add_to(&self, a: &mut Archive, kernel: &Kernel) -> Result<()> {
+        let mut order = Vec::new();
+        for (file, bytes) in modules_in_order(kernel, self.modules)? {
+            a.add(&format!("/lib/modules/{file}"), 0o644, Kind::File(bytes))?;
+            order.push(file);
+        }
+        a.add("/init", 0o755, Kind::File(self.script.as_bytes().to_vec()))?;
+        a.add(
+            "/udhcpc.sh",
+            0o755,
+            Kind::File(self.udhcpc.as_bytes().to_vec()),
+        )?;
+        let conf = format!("MODULES=\"{}\"\n{}", order.join(" "), self.conf);
+        a.add("/bench.conf", 0o644, Kind::File(conf.into_bytes()))?;
+        for d in self.dirs {
+            a.add(d, 0o755, Kind::Dir)?;
+        }
+        a.add("/dev/console", 0o600, Kind::CharDev { major: 5, minor: 1 })?;
+        Ok(())
+    }
 }
 
 /// The netboot image with the x86_64 hand-off pinned to `kexec_load`.

@@ -63,23 +63,14 @@ fn script_image(arch: Arch, bundle: &Bundle, conf: &str, out: &Path) -> Result<(
     let busybox = debian::unpack("busybox-static", arch)?.join("bin/busybox");
     a.add("/bin/busybox", 0o755, Kind::File(std::fs::read(&busybox)?))?;
     a.add("/bin/sh", 0o777, Kind::Symlink("busybox".into()))?;
-    let wanted = ["virtio_pci", "virtio_net", "loop", "squashfs", "overlay"];
-    let mut order = Vec::new();
-    for (file, bytes) in boot::modules_in_order(&bundle.kernel, &wanted)? {
-        a.add(&format!("/lib/modules/{file}"), 0o644, Kind::File(bytes))?;
-        order.push(file);
-    }
-    a.add("/init", 0o755, Kind::File(SCRIPT.as_bytes().to_vec()))?;
-    a.add("/udhcpc.sh", 0o755, Kind::File(UDHCPC.as_bytes().to_vec()))?;
-    a.add(
-        "/bench.conf",
-        0o644,
-        Kind::File(format!("MODULES=\"{}\"\n{conf}", order.join(" ")).into_bytes()),
-    )?;
-    for d in ["/proc", "/sys", "/dev", "/run"] {
-        a.add(d, 0o755, Kind::Dir)?;
-    }
-    a.add("/dev/console", 0o600, Kind::CharDev { major: 5, minor: 1 })?;
+    let init = boot::ScriptInit {
+        modules: &["virtio_pci", "virtio_net", "loop", "squashfs", "overlay"],
+        script: SCRIPT,
+        udhcpc: UDHCPC,
+        conf,
+        dirs: &["/proc", "/sys", "/dev", "/run"],
+    };
+    init.add_to(&mut a, &bundle.kernel)?;
     std::fs::write(out, Compression::Zstd.compress(&a.to_bytes(0)?)?)?;
     Ok(())
 }
