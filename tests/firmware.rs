@@ -43,6 +43,7 @@ fn boot(
         user_net: false,
         event_port: true,
         rtc_base: None,
+        tap: None,
         extra_args: Vec::new(),
     };
     let started = std::time::Instant::now();

@@ -151,6 +151,7 @@ impl Machine {
             user_net: true,
             event_port: true,
             rtc_base: None,
+            tap: None,
             extra_args: Vec::new(),
         })
     }

@@ -137,6 +137,7 @@ fn x86_64_kexec_load_keeps_efi_runtime_services_under_ovmf() -> Result<()> {
         user_net: false,
         event_port: true,
         rtc_base: None,
+        tap: None,
         extra_args: Vec::new(),
     };
     let mut vm = Vm::start(&spec)?;

@@ -47,6 +47,7 @@ fn m_series_uki_boots_under_aavmf_with_16k_pages() -> Result<()> {
         user_net: false,
         event_port: true,
         rtc_base: None,
+        tap: None,
         extra_args: cpu_16k(),
     };
     let mut vm = Vm::start(&spec)?;

@@ -559,6 +559,7 @@ fn live_iso(name: &str, firmware: Firmware, media: Media) -> Result<()> {
         user_net: false,
         event_port: true,
         rtc_base: None,
+        tap: None,
         extra_args: Vec::new(),
     })?;
     let handoff = wait_stage(&mut vm, "handoff", ROOT)?;

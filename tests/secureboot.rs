@@ -45,6 +45,7 @@ fn start(arch: Arch, name: &str, keys: SecureBootKeys, image: &Path) -> Result<V
         user_net: false,
         event_port: true,
         rtc_base: None,
+        tap: None,
         extra_args: Vec::new(),
     })
 }
@@ -262,6 +263,7 @@ fn netboot(arch: Arch, next: Next) -> Result<()> {
         user_net: true,
         event_port: true,
         rtc_base: None,
+        tap: None,
         extra_args: Vec::new(),
     };
     spec.user_net = true;

@@ -4,6 +4,7 @@
 //! serve` for the demo. Guests under QEMU user networking reach the host's
 //! loopback at 10.0.2.2, so everything here listens on 127.0.0.1 only.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use phase_tools::nginx::Nginx;
 use phase_tools::publish::{Options, Published, Release, publish_with};
 use phase_tools::serve::{Server, ServerHandle, TlsFiles};
 use phase_tools::testca::TestCa;
+use phase_tools::testnet::Netns;
 
 use crate::{Arch, paths};
 
@@ -138,6 +140,21 @@ pub fn publish_tree(dir: &Path, p: &Publication<'_>) -> Result<(PathBuf, Publish
 /// Real nginx serving `tree` over HTTP and HTTPS (the test CA's
 /// certificate), with its files in `dir`.
 pub fn nginx(tree: &Path, dir: &Path) -> Result<Nginx> {
+    let (tls, run) = nginx_files(dir)?;
+    Nginx::start(tree, &tls, &run).context("starting nginx")
+}
+
+/// [`nginx`] on free ports of `ip` inside the network namespace `ns` (a
+/// test LAN), where the guest reaches it directly.
+pub fn nginx_in(ns: &Netns, ip: IpAddr, tree: &Path, dir: &Path) -> Result<Nginx> {
+    let (tls, run) = nginx_files(dir)?;
+    let tree = tree.to_owned();
+    ns.enter(move || Nginx::start_on(&tree, &tls, &run, ip))?
+        .with_context(|| format!("starting nginx on {ip} in {}", ns.name))
+}
+
+/// The test CA's certificate for nginx, and a directory for its files.
+fn nginx_files(dir: &Path) -> Result<(TlsFiles, PathBuf)> {
     let ca = test_ca()?;
     let run = dir.join("nginx");
     std::fs::create_dir_all(&run)?;
@@ -145,7 +162,7 @@ pub fn nginx(tree: &Path, dir: &Path) -> Result<Nginx> {
         cert: ca.cert.clone(),
         key: ca.key.clone(),
     };
-    Nginx::start(tree, &tls, &run).context("starting nginx")
+    Ok((tls, run))
 }
 
 /// `phase serve` on a free loopback port, logging each request to stderr.

@@ -128,7 +128,17 @@ pub struct VmSpec {
     pub event_port: bool,
     /// `-rtc base=…`, to start the guest clock elsewhere.
     pub rtc_base: Option<String>,
+    /// A virtio NIC on a tap device of a test's network namespace; QEMU
+    /// then runs inside that namespace (`ip netns exec`), where the tap is.
+    pub tap: Option<Tap>,
     pub extra_args: Vec<String>,
+}
+
+/// A tap device in a network namespace, for [`VmSpec::tap`].
+#[derive(Debug, Clone)]
+pub struct Tap {
+    pub netns: String,
+    pub ifname: String,
 }
 
 impl VmSpec {
@@ -153,6 +163,7 @@ impl VmSpec {
             user_net: false,
             event_port: true,
             rtc_base: None,
+            tap: None,
             extra_args: Vec::new(),
         }
     }
@@ -160,7 +171,15 @@ impl VmSpec {
     /// The QEMU command line. `events` is the socket the harness listens on;
     /// `scratch` a directory for per-VM files (the UEFI variable store copy).
     pub fn command(&self, events: &Path, scratch: &Path) -> Result<Command> {
-        let mut c = Command::new(self.arch.qemu_binary());
+        let mut c = match &self.tap {
+            // ip executes QEMU, so the child's pid is QEMU's.
+            Some(tap) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &tap.netns, self.arch.qemu_binary()]);
+                c
+            }
+            None => Command::new(self.arch.qemu_binary()),
+        };
         c.args([
             "-accel",
             "tcg",
@@ -240,6 +259,13 @@ impl VmSpec {
                 "-device",
                 "virtio-net-pci,netdev=net0",
             ]);
+        }
+        if let Some(tap) = &self.tap {
+            c.arg("-netdev").arg(format!(
+                "tap,id=lan0,ifname={},script=no,downscript=no",
+                tap.ifname
+            ));
+            c.args(["-device", "virtio-net-pci,netdev=lan0"]);
         }
         for (i, drive) in self.drives.iter().enumerate() {
             let readonly = if drive.media == Media::Cdrom || drive.readonly {

@@ -7,7 +7,7 @@
 //! so there is neither a port race nor a wait for nginx to come up.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,8 +30,15 @@ impl Nginx {
     /// Serves `tree` on two free loopback ports, HTTP and HTTPS with
     /// `tls`, keeping nginx's config, logs and temp files in `dir`.
     pub fn start(tree: &Path, tls: &TlsFiles, dir: &Path) -> io::Result<Nginx> {
-        let http = TcpListener::bind("127.0.0.1:0")?;
-        let https = TcpListener::bind("127.0.0.1:0")?;
+        Nginx::start_on(tree, tls, dir, IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// [`Nginx::start`] on free ports of `ip`, in the network namespace of
+    /// the calling thread (nginx inherits both the sockets and the
+    /// namespace).
+    pub fn start_on(tree: &Path, tls: &TlsFiles, dir: &Path, ip: IpAddr) -> io::Result<Nginx> {
+        let http = TcpListener::bind((ip, 0))?;
+        let https = TcpListener::bind((ip, 0))?;
         let (http_addr, https_addr) = (http.local_addr()?, https.local_addr()?);
         let d = dir.display();
         // Root-owned workers (`user root`): the tree sits in a 0700 temp dir.

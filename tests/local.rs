@@ -1,0 +1,243 @@
+//! Local mode end to end, on both arches: a LAN of the test's own — a
+//! network namespace with a bridge, a tap device for QEMU (`-netdev tap`),
+//! dnsmasq for DHCP on the bridge and real nginx serving the published tree
+//! on the bridge's address, nothing on any other address — and a machine
+//! booted with `phase.mode=local` and no `phase.provider=`. It must find the
+//! provider, verify and kexec; the second kernel's report carries a marker
+//! only the signed command line has.
+//!
+//! - announced over mDNS/DNS-SD by `phase announce`'s own responder;
+//! - named only by dnsmasq's `dhcp-boot=http://…` (option 67), no mDNS.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use phase_scenarios::{check, contains, wait_power, wait_stage};
+use phase_tools::announce::{Announcer, Options, Target};
+use phase_tools::nginx::Nginx;
+use phase_tools::testnet::{Dnsmasq, Netns};
+use serde_json::Value;
+use xtask::Arch;
+use xtask::artifacts::{self, Bundle, Variant};
+use xtask::provider::{self, Publication};
+use xtask::vm::{Tap, Vm, VmSpec};
+
+/// Two kernel boots, discovery and a kexec under TCG.
+const NETBOOT: Duration = Duration::from_secs(300);
+const SPEC: &str = "tests/specs/netboot.toml";
+const BRIDGE: &str = "br0";
+const TAP: &str = "tap0";
+/// The bridge's address: dnsmasq, nginx and the responder live here.
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 79, 0, 1);
+
+/// The test's LAN, torn down on drop (the namespace takes its interfaces
+/// with it; nginx and dnsmasq are stopped).
+struct Lan {
+    _dnsmasq: Dnsmasq,
+    nginx: Nginx,
+    ns: Netns,
+    _dir: tempfile::TempDir,
+    bundle: Bundle,
+    /// The provider's URL as the guest sees it.
+    url: String,
+}
+
+/// A marker unique to this run, so a stale report cannot pass.
+fn marker(name: &str, arch: Arch) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("marker={name}-{arch}-{nanos:08x}")
+}
+
+/// Builds the LAN: the bridge (with a veth port, so it has carrier before
+/// QEMU attaches), the tap, nginx serving a tree published for `arch` with
+/// `mark` on the next command line, and dnsmasq handing out 10.79.0.50–99
+/// with `dhcp_boot` as option 67 if given.
+fn lan(arch: Arch, mark: &str, dhcp_boot: bool) -> Result<Lan> {
+    let ns = Netns::new("lan")?;
+    ns.ip(&["link", "add", BRIDGE, "type", "bridge"])?;
+    ns.ip(&["addr", "add", &format!("{SERVER}/24"), "dev", BRIDGE])?;
+    // A veth pair with one end on the bridge gives it carrier (the dummy
+    // driver may not be there).
+    ns.ip(&[
+        "link", "add", "carrier0", "type", "veth", "peer", "name", "carrier1",
+    ])?;
+    ns.ip(&["link", "set", "carrier0", "master", BRIDGE, "up"])?;
+    ns.ip(&["link", "set", "carrier1", "up"])?;
+    ns.ip(&["tuntap", "add", "dev", TAP, "mode", "tap"])?;
+    ns.ip(&["link", "set", TAP, "master", BRIDGE, "up"])?;
+    ns.ip(&["link", "set", BRIDGE, "up"])?;
+    let bundle = artifacts::bundle(arch, SPEC, Variant::Release)?;
+    let dir = tempfile::Builder::new().prefix("phase-local-").tempdir()?;
+    let cmdline = format!(
+        "{} phase.report phase.onfail=poweroff {mark}",
+        arch.kernel_params()
+    );
+    let (tree, _) = provider::publish_tree(
+        dir.path(),
+        &Publication {
+            arch,
+            version: 5,
+            floor: None,
+            expires_in: 3600,
+            cmdline,
+            kernel: &bundle.kernel.image,
+            initrd: Some(&bundle.initrd),
+            served_as: None,
+            root_image: None,
+        },
+    )?;
+    let nginx = provider::nginx_in(&ns, IpAddr::V4(SERVER), &tree, dir.path())?;
+    let url = format!("http://{}/", nginx.http);
+    let boot = format!("--dhcp-boot={url}");
+    let extra: Vec<&str> = if dhcp_boot { vec![&boot] } else { vec![] };
+    let dnsmasq = Dnsmasq::start(
+        &ns,
+        BRIDGE,
+        "10.79.0.50,10.79.0.99,255.255.255.0,1h",
+        dir.path(),
+        &extra,
+    )?;
+    Ok(Lan {
+        _dnsmasq: dnsmasq,
+        nginx,
+        ns,
+        _dir: dir,
+        bundle,
+        url,
+    })
+}
+
+impl Lan {
+    /// `phase announce --url URL --interface br0`, by its own code, on a
+    /// thread in the namespace, once its probes are done.
+    fn announce(&self, name: &str) -> Result<()> {
+        let target = Target::from_url(&self.url)?;
+        let options = Options {
+            interface: Some(BRIDGE.into()),
+            name: Some(name.into()),
+            channels: None,
+            arches: None,
+            priority: 0,
+        };
+        let (tx, rx) = mpsc::channel();
+        self.ns.spawn(move || {
+            let announcer = match Announcer::bind(&target, &options) {
+                Ok(a) => a,
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let probed = announcer.probe().map_err(|e| e.to_string());
+            let ok = probed.is_ok();
+            let _ = tx.send(probed);
+            if ok {
+                let _ = announcer.run();
+            }
+        })?;
+        rx.recv_timeout(Duration::from_secs(30))
+            .context("the responder did not finish probing")?
+            .map_err(|e| anyhow::anyhow!("phase announce: {e}"))
+    }
+
+    /// Boots the machine on the tap in local mode, with no provider named.
+    fn boot(&self, arch: Arch, name: &str) -> Result<Vm> {
+        let mut spec = VmSpec::direct(
+            format!("{name}-{arch}"),
+            arch,
+            &self.bundle.kernel.image,
+            &self.bundle.initrd,
+            "phase.mode=local phase.discover.timeout=5 phase.onfail=poweroff",
+        );
+        spec.tap = Some(Tap {
+            netns: self.ns.name.clone(),
+            ifname: TAP.into(),
+        });
+        Vm::start(&spec)
+    }
+
+    /// Follows the boot from discovery to the second kernel's report and
+    /// returns the discover stage's event: the manifest and both artifacts
+    /// came from the discovered provider (nginx's log shows the guest's
+    /// requests), and the report carries the marker.
+    fn boots_to_the_marker(&self, vm: &mut Vm, mark: &str) -> Result<Value> {
+        let network = wait_stage(vm, "network", NETBOOT)?;
+        check(
+            vm,
+            network.to_string().contains("10.79.0."),
+            "dnsmasq on the test LAN gave no address",
+        )?;
+        let discover = wait_stage(vm, "discover", NETBOOT)?;
+        let provider = self.url.trim_end_matches('/');
+        check(
+            vm,
+            discover["discovered"]["providers"]
+                .as_array()
+                .is_some_and(|p| p.first().and_then(Value::as_str) == Some(provider)),
+            &format!("the provider {provider} was not discovered first: {discover}"),
+        )?;
+        let fetch = wait_stage(vm, "fetch", NETBOOT)?;
+        check(vm, fetch["version"] == 5, "not version 5")?;
+        contains(&fetch["mirror"], provider)?;
+        wait_stage(vm, "verify", NETBOOT)?;
+        vm.wait_event("kexec", NETBOOT)?;
+        let report = vm.wait_event("report", NETBOOT)?;
+        contains(&report["cmdline"], mark)?;
+        wait_power(vm, "power off", NETBOOT)?;
+        vm.expect_clean_exit(Duration::from_secs(30))?;
+        let log = self.nginx.access_log();
+        for path in ["manifest.json", "/blobs/"] {
+            check(
+                vm,
+                log.lines()
+                    .any(|l| l.starts_with("10.79.0.") && l.contains(path)),
+                &format!("nginx served no {path} to the guest:\n{log}"),
+            )?;
+        }
+        Ok(discover)
+    }
+}
+
+/// Whether the discover event heard `from` (`mdns`, `dhcp`) and kept it.
+fn heard(discover: &Value, from: &str) -> bool {
+    discover["discovered"]["heard"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|h| h["from"] == from && h["skipped"].is_null())
+}
+
+fn discovers_the_announced_provider(arch: Arch) -> Result<()> {
+    let mark = marker("local-mdns", arch);
+    let lan = lan(arch, &mark, false)?;
+    lan.announce("rack provider")?;
+    let mut vm = lan.boot(arch, "local-mdns")?;
+    let discover = lan.boots_to_the_marker(&mut vm, &mark)?;
+    check(
+        &vm,
+        heard(&discover, "mdns") && !heard(&discover, "dhcp"),
+        &format!("the provider was not found over mDNS alone: {discover}"),
+    )
+}
+
+fn discovers_the_dhcp_boot_url(arch: Arch) -> Result<()> {
+    let mark = marker("local-dhcp", arch);
+    let lan = lan(arch, &mark, true)?;
+    let mut vm = lan.boot(arch, "local-dhcp")?;
+    let discover = lan.boots_to_the_marker(&mut vm, &mark)?;
+    check(
+        &vm,
+        heard(&discover, "dhcp") && !heard(&discover, "mdns"),
+        &format!("the provider was not found by the DHCP boot URL alone: {discover}"),
+    )
+}
+
+phase_scenarios::on_both_arches!(
+    discovers_the_announced_provider,
+    discovers_the_dhcp_boot_url
+);
