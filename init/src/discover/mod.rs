@@ -100,20 +100,31 @@ fn urls<S: serde::Serializer>(p: &[ProviderUrl], s: S) -> Result<S::Ok, S::Error
 }
 
 impl Found {
-    /// The stage's line.
+    /// The stage's line: the providers in the order they will be tried,
+    /// each with where it was heard of, then what was skipped and why.
     pub fn summary(&self) -> String {
-        let mut parts: Vec<String> = self
+        let tried = self.providers.iter().map(|p| {
+            match self
+                .heard
+                .iter()
+                .find(|h| h.skipped.is_none() && h.url.as_deref() == Some(p.url.as_str()))
+            {
+                Some(h) => format!("{} ({})", p.url, h.label()),
+                None => p.url.clone(),
+            }
+        });
+        let skipped = self
             .heard
             .iter()
-            .map(|h| match (&h.url, h.skipped) {
-                (Some(url), None) => format!("{url} ({})", h.label()),
-                _ => format!(
+            .filter(|h| h.skipped.is_some() || h.url.is_none())
+            .map(|h| {
+                format!(
                     "{} skipped: {}",
                     h.label(),
                     h.reason.as_deref().unwrap_or_default()
-                ),
-            })
-            .collect();
+                )
+            });
+        let mut parts: Vec<String> = tried.chain(skipped).collect();
         if let Some(e) = &self.mdns_error {
             parts.push(format!("mDNS: {e}"));
         }
@@ -441,5 +452,36 @@ mod tests {
         assert_eq!(failure.kind, "nothing_discovered");
         assert_eq!(failure.detail["timeout_s"], 5);
         assert_eq!(failure.tried.len(), 1);
+    }
+
+    #[test]
+    fn the_summary_lists_providers_in_the_order_they_are_tried() {
+        let heard = |name: &str, url: &str, skipped: Option<&'static str>| Heard {
+            from: "mdns",
+            name: name.into(),
+            url: Some(url.into()),
+            priority: Some(0),
+            skipped,
+            reason: skipped.map(|_| "not for this arch".into()),
+        };
+        let found = Found {
+            interface: "eth0".into(),
+            // Heard in this order; tried in priority order.
+            heard: vec![
+                heard("good", "http://10.0.0.2", None),
+                heard("sparc", "http://10.0.0.3", Some("arch")),
+                heard("first", "http://10.0.0.1", None),
+            ],
+            providers: vec![
+                ProviderUrl::parse("http://10.0.0.1").unwrap(),
+                ProviderUrl::parse("http://10.0.0.2").unwrap(),
+            ],
+            ..Found::default()
+        };
+        assert_eq!(
+            found.summary(),
+            "2 provider(s) on eth0: http://10.0.0.1 (mDNS \"first\"); \
+             http://10.0.0.2 (mDNS \"good\"); mDNS \"sparc\" skipped: not for this arch"
+        );
     }
 }
