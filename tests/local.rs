@@ -7,17 +7,26 @@
 //! only the signed command line has.
 //!
 //! - announced over mDNS/DNS-SD by `phase announce`'s own responder;
-//! - named only by dnsmasq's `dhcp-boot=http://…` (option 67), no mDNS.
+//! - announced by avahi-daemon from the README's service file (a real
+//!   responder nobody here wrote);
+//! - named only by dnsmasq's `dhcp-boot=http://…` (option 67), no mDNS;
+//! - a hostile provider announced first (a validly signed manifest for the
+//!   other arch) and the good one second: the hostile one is refused, the
+//!   good one boots the machine (SECURITY.md: discovery chooses where, never
+//!   what);
+//! - nobody on the LAN: the policy, after the discovery window and the
+//!   retry budget.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use phase_scenarios::failure_in;
 use phase_scenarios::{check, contains, wait_power, wait_stage};
 use phase_tools::announce::{Announcer, Options, Target};
 use phase_tools::nginx::Nginx;
-use phase_tools::testnet::{Dnsmasq, Netns};
+use phase_tools::testnet::{Avahi, Dnsmasq, Netns};
 use serde_json::Value;
 use xtask::Arch;
 use xtask::artifacts::{self, Bundle, Variant};
@@ -37,8 +46,10 @@ const SERVER: Ipv4Addr = Ipv4Addr::new(10, 79, 0, 1);
 struct Lan {
     _dnsmasq: Dnsmasq,
     nginx: Nginx,
+    /// More servers on the LAN (a hostile provider).
+    others: Vec<Nginx>,
     ns: Netns,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     bundle: Bundle,
     /// The provider's URL as the guest sees it.
     url: String,
@@ -105,24 +116,88 @@ fn lan(arch: Arch, mark: &str, dhcp_boot: bool) -> Result<Lan> {
     Ok(Lan {
         _dnsmasq: dnsmasq,
         nginx,
+        others: Vec::new(),
         ns,
-        _dir: dir,
+        dir,
         bundle,
         url,
     })
 }
 
 impl Lan {
+    /// A second server on the bridge's address serving a tree whose
+    /// manifest is validly signed for the other arch, with that arch's
+    /// kernel, put where `arch`'s manifest belongs (a mixed-up or hostile
+    /// mirror); returns its URL.
+    fn serve_misplaced(&mut self, arch: Arch) -> Result<String> {
+        let other = match arch {
+            Arch::X86_64 => Arch::Aarch64,
+            Arch::Aarch64 => Arch::X86_64,
+        };
+        let kernel = artifacts::kernel(other)?;
+        let dir = self.dir.path().join("hostile");
+        std::fs::create_dir_all(&dir)?;
+        let (tree, _) = provider::publish_tree(
+            &dir,
+            &Publication {
+                arch: other,
+                version: 5,
+                floor: None,
+                expires_in: 3600,
+                cmdline: format!("{} marker=never", arch.kernel_params()),
+                kernel: &kernel.image,
+                initrd: None,
+                served_as: Some(arch),
+                root_image: None,
+            },
+        )?;
+        let nginx = provider::nginx_in(&self.ns, IpAddr::V4(SERVER), &tree, &dir)?;
+        let url = format!("http://{}/", nginx.http);
+        self.others.push(nginx);
+        Ok(url)
+    }
+
+    /// avahi-daemon on the bridge announcing the provider from the service
+    /// file README.md gives, with this LAN's port and path.
+    fn avahi(&self) -> Result<Avahi> {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))?;
+        let local = &readme[readme
+            .find("## Local mode")
+            .context("README has a Local mode section")?..];
+        let start = local
+            .find("```xml\n")
+            .context("Local mode has an XML block")?
+            + 7;
+        let end = start + local[start..].find("```").context("the XML block ends")?;
+        let xml = local[start..end]
+            .replace(
+                "<port>80</port>",
+                &format!("<port>{}</port>", self.nginx.http.port()),
+            )
+            .replace("path=/boot/tree/", "path=/");
+        anyhow::ensure!(
+            xml.contains(&format!("<port>{}</port>", self.nginx.http.port()))
+                && xml.contains("path=/<"),
+            "the README's service file no longer has the port and path this test replaces:\n{xml}"
+        );
+        Avahi::start(&self.ns, BRIDGE, Some(&xml))
+    }
+
     /// `phase announce --url URL --interface br0`, by its own code, on a
     /// thread in the namespace, once its probes are done.
     fn announce(&self, name: &str) -> Result<()> {
-        let target = Target::from_url(&self.url)?;
+        self.announce_url(&self.url, name, 0)
+    }
+
+    /// [`Lan::announce`] for any URL, with a priority (lower first).
+    fn announce_url(&self, url: &str, name: &str, priority: u16) -> Result<()> {
+        let target = Target::from_url(url)?;
         let options = Options {
             interface: Some(BRIDGE.into()),
             name: Some(name.into()),
             channels: None,
             arches: None,
-            priority: 0,
+            priority,
         };
         let (tx, rx) = mpsc::channel();
         self.ns.spawn(move || {
@@ -162,10 +237,10 @@ impl Lan {
     }
 
     /// Follows the boot from discovery to the second kernel's report and
-    /// returns the discover stage's event: the manifest and both artifacts
-    /// came from the discovered provider (nginx's log shows the guest's
+    /// returns the discover and fetch stages' events: the manifest and both
+    /// artifacts came from the good provider (nginx's log shows the guest's
     /// requests), and the report carries the marker.
-    fn boots_to_the_marker(&self, vm: &mut Vm, mark: &str) -> Result<Value> {
+    fn boots_to_the_marker(&self, vm: &mut Vm, mark: &str) -> Result<(Value, Value)> {
         let network = wait_stage(vm, "network", NETBOOT)?;
         check(
             vm,
@@ -178,8 +253,8 @@ impl Lan {
             vm,
             discover["discovered"]["providers"]
                 .as_array()
-                .is_some_and(|p| p.first().and_then(Value::as_str) == Some(provider)),
-            &format!("the provider {provider} was not discovered first: {discover}"),
+                .is_some_and(|p| p.iter().any(|u| u == provider)),
+            &format!("the provider {provider} was not discovered: {discover}"),
         )?;
         let fetch = wait_stage(vm, "fetch", NETBOOT)?;
         check(vm, fetch["version"] == 5, "not version 5")?;
@@ -199,7 +274,7 @@ impl Lan {
                 &format!("nginx served no {path} to the guest:\n{log}"),
             )?;
         }
-        Ok(discover)
+        Ok((discover, fetch))
     }
 }
 
@@ -217,7 +292,7 @@ fn discovers_the_announced_provider(arch: Arch) -> Result<()> {
     let lan = lan(arch, &mark, false)?;
     lan.announce("rack provider")?;
     let mut vm = lan.boot(arch, "local-mdns")?;
-    let discover = lan.boots_to_the_marker(&mut vm, &mark)?;
+    let (discover, _) = lan.boots_to_the_marker(&mut vm, &mark)?;
     check(
         &vm,
         heard(&discover, "mdns") && !heard(&discover, "dhcp"),
@@ -229,7 +304,7 @@ fn discovers_the_dhcp_boot_url(arch: Arch) -> Result<()> {
     let mark = marker("local-dhcp", arch);
     let lan = lan(arch, &mark, true)?;
     let mut vm = lan.boot(arch, "local-dhcp")?;
-    let discover = lan.boots_to_the_marker(&mut vm, &mark)?;
+    let (discover, _) = lan.boots_to_the_marker(&mut vm, &mark)?;
     check(
         &vm,
         heard(&discover, "dhcp") && !heard(&discover, "mdns"),
@@ -237,7 +312,100 @@ fn discovers_the_dhcp_boot_url(arch: Arch) -> Result<()> {
     )
 }
 
+fn discovers_what_avahi_announces(arch: Arch) -> Result<()> {
+    let mark = marker("local-avahi", arch);
+    let lan = lan(arch, &mark, false)?;
+    let _avahi = lan.avahi()?;
+    let mut vm = lan.boot(arch, "local-avahi")?;
+    let (discover, _) = lan.boots_to_the_marker(&mut vm, &mark)?;
+    let by_avahi = discover["discovered"]["heard"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|h| {
+            h["from"] == "mdns"
+                && h["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("Phase Boot on "))
+        });
+    check(
+        &vm,
+        by_avahi,
+        &format!("avahi's \"Phase Boot on <host>\" was not heard: {discover}"),
+    )
+}
+
+fn a_hostile_provider_first_is_refused_and_the_good_one_boots(arch: Arch) -> Result<()> {
+    let mark = marker("local-hostile", arch);
+    let mut lan = lan(arch, &mark, false)?;
+    let hostile = lan.serve_misplaced(arch)?;
+    lan.announce_url(&hostile, "hostile", 0)?;
+    lan.announce_url(&lan.url.clone(), "good", 5)?;
+    let mut vm = lan.boot(arch, "local-hostile")?;
+    let (discover, fetch) = lan.boots_to_the_marker(&mut vm, &mark)?;
+    let hostile = hostile.trim_end_matches('/');
+    let good = lan.url.trim_end_matches('/');
+    check(
+        &vm,
+        discover["discovered"]["providers"] == serde_json::json!([hostile, good]),
+        &format!("not the hostile provider first, then the good one: {discover}"),
+    )?;
+    let tried = fetch["tried"].as_array().cloned().unwrap_or_default();
+    check(
+        &vm,
+        tried.len() == 1
+            && tried[0]["at"] == hostile
+            && tried[0]["outcome"] == "refused"
+            && tried[0]["kind"] == "arch_mismatch",
+        &format!("the hostile provider was not refused for its arch: {tried:?}"),
+    )?;
+    check(
+        &vm,
+        fetch["mirror"] == good,
+        &format!("the manifest did not come from {good}: {fetch}"),
+    )
+}
+
+fn nobody_on_the_lan_takes_the_policy(arch: Arch) -> Result<()> {
+    let lan = lan(arch, "marker=never", false)?;
+    let mut spec = VmSpec::direct(
+        format!("local-nobody-{arch}"),
+        arch,
+        &lan.bundle.kernel.image,
+        &lan.bundle.initrd,
+        "phase.mode=local phase.discover.timeout=2 rd.retry=4 phase.onfail=poweroff",
+    );
+    spec.tap = Some(Tap {
+        netns: lan.ns.name.clone(),
+        ifname: TAP.into(),
+    });
+    let mut vm = Vm::start(&spec)?;
+    let network = wait_stage(&mut vm, "network", NETBOOT)?;
+    let failure = failure_in(&mut vm, "discover", NETBOOT)?;
+    let took = failure["t_ms"].as_u64().unwrap_or(0) - network["t_ms"].as_u64().unwrap_or(0);
+    check(
+        &vm,
+        failure["kind"] == "nothing_discovered"
+            && failure["detail"]["timeout_s"] == 2
+            && failure["detail"]["heard"] == 0
+            && failure["policy"] == serde_json::json!({"action": "poweroff"}),
+        &format!("not the nothing-discovered failure: {failure}"),
+    )?;
+    // At least the 2 s window; at most the window, the 4 s retry budget and
+    // one more window.
+    check(
+        &vm,
+        (2_000..=2_000 + 4_000 + 2_500).contains(&took),
+        &format!("failed {took} ms after the network came up"),
+    )?;
+    wait_power(&mut vm, "power off", NETBOOT)?;
+    vm.expect_clean_exit(Duration::from_secs(30))
+}
+
 phase_scenarios::on_both_arches!(
     discovers_the_announced_provider,
-    discovers_the_dhcp_boot_url
+    discovers_what_avahi_announces,
+    discovers_the_dhcp_boot_url,
+    a_hostile_provider_first_is_refused_and_the_good_one_boots,
+    nobody_on_the_lan_takes_the_policy,
 );
