@@ -115,3 +115,13 @@ macro_rules! on_both_arches {
         $crate::on_both_arches!(x86_64, aarch64; $($scenario),*);
     };
 }
+
+/// `marker=<name>-<arch>-<nanos>`, unique to this run, for a signed next
+/// command line: a stale report cannot carry it.
+pub fn marker(name: &str, arch: xtask::Arch) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("marker={name}-{arch}-{nanos:08x}")
+}

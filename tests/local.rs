@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use phase_scenarios::failure_in;
-use phase_scenarios::{check, contains, wait_power, wait_stage};
+use phase_scenarios::{check, contains, marker, wait_power, wait_stage};
 use phase_tools::announce::{Announcer, Options, Target};
 use phase_tools::nginx::Nginx;
 use phase_tools::testnet::{Avahi, Dnsmasq, Netns};
@@ -53,15 +53,6 @@ struct Lan {
     bundle: Bundle,
     /// The provider's URL as the guest sees it.
     url: String,
-}
-
-/// A marker unique to this run, so a stale report cannot pass.
-fn marker(name: &str, arch: Arch) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("marker={name}-{arch}-{nanos:08x}")
 }
 
 /// Builds the LAN: the bridge (with a veth port, so it has carrier before
@@ -222,12 +213,21 @@ impl Lan {
 
     /// Boots the machine on the tap in local mode, with no provider named.
     fn boot(&self, arch: Arch, name: &str) -> Result<Vm> {
+        self.boot_with(
+            arch,
+            name,
+            "phase.mode=local phase.discover.timeout=5 phase.onfail=poweroff",
+        )
+    }
+
+    /// [`Lan::boot`] with its own command line.
+    fn boot_with(&self, arch: Arch, name: &str, append: &str) -> Result<Vm> {
         let mut spec = VmSpec::direct(
             format!("{name}-{arch}"),
             arch,
             &self.bundle.kernel.image,
             &self.bundle.initrd,
-            "phase.mode=local phase.discover.timeout=5 phase.onfail=poweroff",
+            append,
         );
         spec.tap = Some(Tap {
             netns: self.ns.name.clone(),
@@ -368,18 +368,11 @@ fn a_hostile_provider_first_is_refused_and_the_good_one_boots(arch: Arch) -> Res
 
 fn nobody_on_the_lan_takes_the_policy(arch: Arch) -> Result<()> {
     let lan = lan(arch, "marker=never", false)?;
-    let mut spec = VmSpec::direct(
-        format!("local-nobody-{arch}"),
+    let mut vm = lan.boot_with(
         arch,
-        &lan.bundle.kernel.image,
-        &lan.bundle.initrd,
+        "local-nobody",
         "phase.mode=local phase.discover.timeout=2 rd.retry=4 phase.onfail=poweroff",
-    );
-    spec.tap = Some(Tap {
-        netns: lan.ns.name.clone(),
-        ifname: TAP.into(),
-    });
-    let mut vm = Vm::start(&spec)?;
+    )?;
     let network = wait_stage(&mut vm, "network", NETBOOT)?;
     let failure = failure_in(&mut vm, "discover", NETBOOT)?;
     let took = failure["t_ms"].as_u64().unwrap_or(0) - network["t_ms"].as_u64().unwrap_or(0);

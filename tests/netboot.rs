@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
-use phase_scenarios::{check, contains, failure_in, stage_event, wait_power, wait_stage};
+use phase_scenarios::{check, contains, failure_in, marker, stage_event, wait_power, wait_stage};
 use serde_json::{Value, json};
 use xtask::Arch;
 use xtask::artifacts::{self, Bundle, Variant};
@@ -27,15 +27,6 @@ const SPEC: &str = "tests/specs/netboot.toml";
 const WATCHDOG: [&str; 4] = ["-device", "i6300esb", "-watchdog-action", "reset"];
 /// For a rescue shell to answer what is typed.
 const SHELL: Duration = Duration::from_secs(60);
-
-/// A marker unique to this run, so a stale report cannot pass.
-fn marker(name: &str, arch: Arch) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("marker={name}-{arch}-{nanos:08x}")
-}
 
 /// The signed command line of the second kernel.
 fn second_cmdline(arch: Arch, marker: &str) -> String {
