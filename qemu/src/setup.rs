@@ -208,10 +208,14 @@ fn is_root() -> bool {
     cmd::output(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim() == "0")
 }
 
+/// How long apt-get waits for another apt (a second `cargo xtask` on a
+/// fresh machine, unattended-upgrades) to release its lock before failing.
+const APT_LOCK_WAIT: &str = "DPkg::Lock::Timeout=600";
+
 /// Runs `apt-get update` once per process.
 pub fn apt_update() -> Result<()> {
     if !APT_UPDATED.swap(true, Ordering::SeqCst) {
-        cmd::run(Command::new("apt-get").args(["update", "-q"]))?;
+        cmd::run(Command::new("apt-get").args(["-o", APT_LOCK_WAIT, "update", "-q"]))?;
     }
     Ok(())
 }
@@ -268,6 +272,7 @@ pub fn ensure_packages(packages: &[(&str, &str)]) -> Result<()> {
 fn apt_install<'a>(packages: impl Iterator<Item = &'a str>) -> Result<()> {
     let mut apt = Command::new("apt-get");
     apt.env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["-o", APT_LOCK_WAIT])
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(packages);
     cmd::run(&mut apt)
