@@ -295,6 +295,7 @@ fn fetch_stage(
     found: &mut Option<Found>,
 ) -> Result<Done<FetchDone>, Failure> {
     let fail = |e: String| Failure::new(Stage::Fetch, e);
+    let started = Instant::now();
     let trust = fetch::read_trust().map_err(fail)?;
     // The state partition's disk probes on the storage-driver thread.
     if floor::needs_partition(image) {
@@ -320,7 +321,9 @@ fn fetch_stage(
             }
         ),
     }
+    let floor_ms = started.elapsed().as_millis() as u64;
     let client = fetch::client(&trust).map_err(fail)?;
+    let client_ms = started.elapsed().as_millis() as u64 - floor_ms;
     let arch =
         Arch::native().ok_or_else(|| fail("this architecture has no manifest arch".into()))?;
     let binding = Binding {
@@ -399,6 +402,11 @@ fn fetch_stage(
         "floor": m.floor,
         "stored_floor": stored.fields(),
         "image_floor": trust.store.version_floor,
+        "took": {
+            "trust_and_floor_ms": floor_ms,
+            "client_ms": client_ms,
+            "manifest_ms": started.elapsed().as_millis() as u64 - floor_ms - client_ms,
+        },
     });
     Ok(done((client, fetched, stored), summary, fields))
 }
@@ -867,7 +875,9 @@ fn modules_stage(
     image: &ImageInfo,
 ) -> Result<Done<Vec<modules::Loaded>>, Failure> {
     let fail = |e: &dyn std::error::Error| Failure::new(Stage::Modules, error_chain(e));
+    let started = Instant::now();
     let index = modules::read_index().map_err(|e| fail(&e))?;
+    let index_ms = started.elapsed().as_millis() as u64;
     let mut wanted: Vec<(String, String)> = index
         .boot
         .iter()
@@ -883,6 +893,7 @@ fn modules_stage(
         modules::load(&index, &wanted, &plan.blacklist, &mut say).map_err(|e| fail(&e))?;
     // Then whatever the devices ask for, as udev would — storage last, on
     // its own thread, while the network comes up.
+    let boot_ms = started.elapsed().as_millis() as u64 - index_ms;
     let mut tried = BTreeSet::new();
     let from_devices = modules::load_for_devices(
         &index,
@@ -893,6 +904,7 @@ fn modules_stage(
         &mut |batch| modules::load(&index, batch, &plan.blacklist, &mut say),
         &mut |module, e| warn!("module {module} (for a device): {}", error_chain(e)),
     );
+    let devices_ms = started.elapsed().as_millis() as u64 - index_ms - boot_ms;
     loaded.extend(from_devices.loaded);
     let deferred = from_devices.deferred;
     let mut skipped: Vec<&str> = Vec::new();
@@ -921,7 +933,10 @@ fn modules_stage(
         }
     };
     let summary = format!("{} loaded; {channel_note}", loaded.len());
-    let fields = json!({ "loaded": &loaded, "storage_not_loaded": skipped });
+    // Where the stage's time went: reading the module index, the image's
+    // boot modules, and the device scan with what it loaded.
+    let took = json!({ "index_ms": index_ms, "boot_ms": boot_ms, "devices_ms": devices_ms });
+    let fields = json!({ "loaded": &loaded, "storage_not_loaded": skipped, "took": took });
     Ok(done(loaded, summary, fields))
 }
 

@@ -80,6 +80,8 @@ fn script_image(arch: Arch, bundle: &Bundle, conf: &str, out: &Path) -> Result<(
 struct Sample {
     exec_ms: f64,
     init_ms: f64,
+    /// Phase Boot's stage events, in order: (stage, ms it took).
+    stages: Vec<(String, f64)>,
 }
 
 fn measure(name: &str, arch: Arch, bundle: &Bundle, initrd: &Path, append: &str) -> Result<Sample> {
@@ -92,9 +94,16 @@ fn measure(name: &str, arch: Arch, bundle: &Bundle, initrd: &Path, append: &str)
         .as_f64()
         .with_context(|| format!("{name}: the target reported no uptime"))?;
     let init_start = boot::init_start(&vm, name)?;
+    let stages = vm
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "stage")
+        .filter_map(|e| Some((e["stage"].as_str()?.to_owned(), e["ms"].as_f64()?)))
+        .collect();
     Ok(Sample {
         exec_ms,
         init_ms: exec_ms - init_start,
+        stages,
     })
 }
 
@@ -111,6 +120,7 @@ pub fn run(runs: usize, only: Option<Arch>) -> Result<()> {
         "init start → target init, median ms",
         "ratio",
     ]);
+    let mut stages = Table::new(&["arch", "Phase Boot stage", "median ms", "min", "max"]);
     for arch in arches {
         eprintln!("==> root benchmark on {arch}: {runs} runs each");
         let bundle = artifacts::bundle(arch, "netboot", Variant::Release)?;
@@ -174,6 +184,15 @@ pub fn run(runs: usize, only: Option<Arch>) -> Result<()> {
             bail!("{arch}: no samples");
         }
         let ours_init: Samples = ours.iter().map(|s| s.init_ms).collect();
+        for (stage, took) in stage_samples(&ours) {
+            stages.row(vec![
+                arch.name().into(),
+                stage,
+                format!("{:.0}", took.median()),
+                format!("{:.0}", took.min()),
+                format!("{:.0}", took.max()),
+            ]);
+        }
         for (who, samples) in [("phase", &ours), ("script", &theirs)] {
             let exec: Samples = samples.iter().map(|s| s.exec_ms).collect();
             let init: Samples = samples.iter().map(|s| s.init_ms).collect();
@@ -197,5 +216,25 @@ pub fn run(runs: usize, only: Option<Arch>) -> Result<()> {
         "ratio = init start → target init median / Phase Boot's (target: script ≥ 2, i.e. Phase Boot ≤ 0.5×)."
     );
     table.print();
+    println!();
+    println!("Where Phase Boot's init-start → target init goes (its own stage events):");
+    stages.print();
     Ok(())
+}
+
+/// Each stage's durations across the samples, in the order the first boot
+/// ran them.
+fn stage_samples(samples: &[Sample]) -> Vec<(String, Samples)> {
+    let mut out: Vec<(String, Samples)> = Vec::new();
+    for (stage, ms) in samples.iter().flat_map(|s| &s.stages) {
+        match out.iter_mut().find(|(name, _)| name == stage) {
+            Some((_, took)) => took.push(*ms),
+            None => {
+                let mut took = Samples::default();
+                took.push(*ms);
+                out.push((stage.clone(), took));
+            }
+        }
+    }
+    out
 }
