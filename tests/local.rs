@@ -14,8 +14,13 @@
 //!   other arch) and the good one second: the hostile one is refused, the
 //!   good one boots the machine (SECURITY.md: discovery chooses where, never
 //!   what);
+//! - only hostile providers (other arch, rolled back below the image's
+//!   floor, garbage, 404, nothing listening): nothing kexec'd, and the
+//!   failure event lists each with its own refusal;
 //! - nobody on the LAN: the policy, after the discovery window and the
-//!   retry budget.
+//!   retry budget;
+//! - x86_64 under SeaBIOS: the ISO mkimage writes with `--default-mode
+//!   local` boots its local entry through isolinux and this way.
 
 use std::net::IpAddr;
 use std::time::Duration;
