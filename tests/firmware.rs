@@ -24,28 +24,18 @@ fn boot(
     format: &'static str,
 ) -> Result<()> {
     let images = images::boot_images(arch)?;
-    let spec = VmSpec {
-        name: format!("{name}-{arch}"),
+    let spec = VmSpec::firmware(
+        format!("{name}-{arch}"),
         arch,
-        memory_mb: 512,
-        kernel: None,
-        initrd: None,
-        append: String::new(),
         firmware,
-        efi_vars: None,
-        drives: vec![Drive {
+        Drive {
             path: image(&images).to_owned(),
             media,
             format,
             // The matrix boots one image in several VMs at once.
             readonly: true,
-        }],
-        user_net: false,
-        event_port: true,
-        rtc_base: None,
-        tap: None,
-        extra_args: Vec::new(),
-    };
+        },
+    );
     let started = std::time::Instant::now();
     let mut vm = Vm::start(&spec)?;
     let ready = vm.wait_event("ready", BOOT)?;

@@ -14,66 +14,61 @@
 //!   other arch) and the good one second: the hostile one is refused, the
 //!   good one boots the machine (SECURITY.md: discovery chooses where, never
 //!   what);
+//! - only hostile providers (other arch, rolled back below the image's
+//!   floor, garbage, 404, nothing listening): nothing kexec'd, and the
+//!   failure event lists each with its own refusal;
 //! - nobody on the LAN: the policy, after the discovery window and the
-//!   retry budget.
+//!   retry budget;
+//! - x86_64 under SeaBIOS: the ISO mkimage writes with `--default-mode
+//!   local` boots its local entry through isolinux and this way.
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::sync::mpsc;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use phase_scenarios::failure_in;
 use phase_scenarios::{check, contains, marker, wait_power, wait_stage};
-use phase_tools::announce::{Announcer, Options, Target};
 use phase_tools::nginx::Nginx;
-use phase_tools::testnet::{Avahi, Dnsmasq, Netns};
+use phase_tools::testnet::Avahi;
 use serde_json::Value;
 use xtask::Arch;
 use xtask::artifacts::{self, Bundle, Variant};
+use xtask::images;
+use xtask::lan::{self, BRIDGE, SERVER};
 use xtask::provider::{self, Publication};
-use xtask::vm::{Tap, Vm, VmSpec};
+use xtask::vm::{Drive, Firmware, Media, Vm, VmSpec};
 
 /// Two kernel boots, discovery and a kexec under TCG.
 const NETBOOT: Duration = Duration::from_secs(300);
 const SPEC: &str = "tests/specs/netboot.toml";
-const BRIDGE: &str = "br0";
-const TAP: &str = "tap0";
-/// The bridge's address: dnsmasq, nginx and the responder live here.
-const SERVER: Ipv4Addr = Ipv4Addr::new(10, 79, 0, 1);
+/// The same image with a version floor of 5.
+const FLOOR_SPEC: &str = "tests/specs/floor.toml";
 
-/// The test's LAN, torn down on drop (the namespace takes its interfaces
-/// with it; nginx and dnsmasq are stopped).
+/// The test's LAN (`xtask::lan`) with real nginx serving the published tree
+/// on the bridge's address; torn down on drop (nginx stopped, then the
+/// namespace with dnsmasq).
 struct Lan {
-    _dnsmasq: Dnsmasq,
     nginx: Nginx,
-    /// More servers on the LAN (a hostile provider).
+    /// More servers on the LAN (hostile providers).
     others: Vec<Nginx>,
-    ns: Netns,
+    net: lan::Lan,
     dir: tempfile::TempDir,
     bundle: Bundle,
     /// The provider's URL as the guest sees it.
     url: String,
 }
 
-/// Builds the LAN: the bridge (with a veth port, so it has carrier before
-/// QEMU attaches), the tap, nginx serving a tree published for `arch` with
-/// `mark` on the next command line, and dnsmasq handing out 10.79.0.50–99
-/// with `dhcp_boot` as option 67 if given.
+/// Builds the LAN with nginx serving a tree published for `arch` with
+/// `mark` on the next command line, and dnsmasq with that tree's URL as
+/// option 67 if `dhcp_boot`.
 fn lan(arch: Arch, mark: &str, dhcp_boot: bool) -> Result<Lan> {
-    let ns = Netns::new("lan")?;
-    ns.ip(&["link", "add", BRIDGE, "type", "bridge"])?;
-    ns.ip(&["addr", "add", &format!("{SERVER}/24"), "dev", BRIDGE])?;
-    // A veth pair with one end on the bridge gives it carrier (the dummy
-    // driver may not be there).
-    ns.ip(&[
-        "link", "add", "carrier0", "type", "veth", "peer", "name", "carrier1",
-    ])?;
-    ns.ip(&["link", "set", "carrier0", "master", BRIDGE, "up"])?;
-    ns.ip(&["link", "set", "carrier1", "up"])?;
-    ns.ip(&["tuntap", "add", "dev", TAP, "mode", "tap"])?;
-    ns.ip(&["link", "set", TAP, "master", BRIDGE, "up"])?;
-    ns.ip(&["link", "set", BRIDGE, "up"])?;
-    let bundle = artifacts::bundle(arch, SPEC, Variant::Release)?;
+    lan_of(arch, SPEC, mark, dhcp_boot)
+}
+
+/// [`lan`] for a machine booting the image of `spec`.
+fn lan_of(arch: Arch, spec: &str, mark: &str, dhcp_boot: bool) -> Result<Lan> {
+    let mut net = lan::Lan::new()?;
+    let bundle = artifacts::bundle(arch, spec, Variant::Release)?;
     let dir = tempfile::Builder::new().prefix("phase-local-").tempdir()?;
     let cmdline = format!(
         "{} phase.report phase.onfail=poweroff {mark}",
@@ -93,22 +88,13 @@ fn lan(arch: Arch, mark: &str, dhcp_boot: bool) -> Result<Lan> {
             root_image: None,
         },
     )?;
-    let nginx = provider::nginx_in(&ns, IpAddr::V4(SERVER), &tree, dir.path())?;
+    let nginx = provider::nginx_in(&net.ns, IpAddr::V4(SERVER), &tree, dir.path())?;
     let url = format!("http://{}/", nginx.http);
-    let boot = format!("--dhcp-boot={url}");
-    let extra: Vec<&str> = if dhcp_boot { vec![&boot] } else { vec![] };
-    let dnsmasq = Dnsmasq::start(
-        &ns,
-        BRIDGE,
-        "10.79.0.50,10.79.0.99,255.255.255.0,1h",
-        dir.path(),
-        &extra,
-    )?;
+    net.start_dhcp(dir.path(), dhcp_boot.then_some(url.as_str()))?;
     Ok(Lan {
-        _dnsmasq: dnsmasq,
         nginx,
         others: Vec::new(),
-        ns,
+        net,
         dir,
         bundle,
         url,
@@ -116,6 +102,24 @@ fn lan(arch: Arch, mark: &str, dhcp_boot: bool) -> Result<Lan> {
 }
 
 impl Lan {
+    /// Another nginx on the bridge's address serving `tree` (its files in
+    /// `dir`); returns its URL.
+    fn serve(&mut self, tree: &std::path::Path, dir: &std::path::Path) -> Result<String> {
+        let nginx = provider::nginx_in(&self.net.ns, IpAddr::V4(SERVER), tree, dir)?;
+        let url = format!("http://{}/", nginx.http);
+        self.others.push(nginx);
+        Ok(url)
+    }
+
+    /// Another server publishing `publication` validly signed; `name` keeps
+    /// its files apart. Returns its URL.
+    fn serve_published(&mut self, name: &str, publication: &Publication<'_>) -> Result<String> {
+        let dir = self.dir.path().join(name);
+        std::fs::create_dir_all(&dir)?;
+        let (tree, _) = provider::publish_tree(&dir, publication)?;
+        self.serve(&tree, &dir)
+    }
+
     /// A second server on the bridge's address serving a tree whose
     /// manifest is validly signed for the other arch, with that arch's
     /// kernel, put where `arch`'s manifest belongs (a mixed-up or hostile
@@ -126,10 +130,8 @@ impl Lan {
             Arch::Aarch64 => Arch::X86_64,
         };
         let kernel = artifacts::kernel(other)?;
-        let dir = self.dir.path().join("hostile");
-        std::fs::create_dir_all(&dir)?;
-        let (tree, _) = provider::publish_tree(
-            &dir,
+        self.serve_published(
+            "hostile",
             &Publication {
                 arch: other,
                 version: 5,
@@ -141,11 +143,46 @@ impl Lan {
                 served_as: Some(arch),
                 root_image: None,
             },
-        )?;
-        let nginx = provider::nginx_in(&self.ns, IpAddr::V4(SERVER), &tree, &dir)?;
-        let url = format!("http://{}/", nginx.http);
-        self.others.push(nginx);
-        Ok(url)
+        )
+    }
+
+    /// A server whose manifest for `arch` is validly signed but of version
+    /// 4, below the floor of 5 the image carries (`tests/specs/floor.toml`):
+    /// a replayed old release.
+    fn serve_rolled_back(&mut self, arch: Arch) -> Result<String> {
+        let kernel = self.bundle.kernel.image.clone();
+        self.serve_published(
+            "rolled-back",
+            &Publication {
+                arch,
+                version: 4,
+                floor: None,
+                expires_in: 3600,
+                cmdline: format!("{} marker=never", arch.kernel_params()),
+                kernel: &kernel,
+                initrd: None,
+                served_as: None,
+                root_image: None,
+            },
+        )
+    }
+
+    /// A server whose `manifest.json` for `arch` is not a manifest at all.
+    fn serve_garbage(&mut self, arch: Arch) -> Result<String> {
+        let dir = self.dir.path().join("garbage");
+        let tree = dir.join("tree");
+        let at = tree.join("stable").join(arch.name());
+        std::fs::create_dir_all(&at)?;
+        std::fs::write(at.join("manifest.json"), b"<html>It works!</html>\n")?;
+        self.serve(&tree, &dir)
+    }
+
+    /// A server with an empty tree: every request is a 404.
+    fn serve_nothing(&mut self) -> Result<String> {
+        let dir = self.dir.path().join("empty");
+        let tree = dir.join("tree");
+        std::fs::create_dir_all(&tree)?;
+        self.serve(&tree, &dir)
     }
 
     /// avahi-daemon on the bridge announcing the provider from the service
@@ -171,7 +208,7 @@ impl Lan {
                 && xml.contains("path=/<"),
             "the README's service file no longer has the port and path this test replaces:\n{xml}"
         );
-        Avahi::start(&self.ns, BRIDGE, Some(&xml))
+        Avahi::start(&self.net.ns, BRIDGE, Some(&xml))
     }
 
     /// `phase announce --url URL --interface br0`, by its own code, on a
@@ -182,33 +219,7 @@ impl Lan {
 
     /// [`Lan::announce`] for any URL, with a priority (lower first).
     fn announce_url(&self, url: &str, name: &str, priority: u16) -> Result<()> {
-        let target = Target::from_url(url)?;
-        let options = Options {
-            interface: Some(BRIDGE.into()),
-            name: Some(name.into()),
-            channels: None,
-            arches: None,
-            priority,
-        };
-        let (tx, rx) = mpsc::channel();
-        self.ns.spawn(move || {
-            let announcer = match Announcer::bind(&target, &options) {
-                Ok(a) => a,
-                Err(e) => {
-                    let _ = tx.send(Err(e.to_string()));
-                    return;
-                }
-            };
-            let probed = announcer.probe().map_err(|e| e.to_string());
-            let ok = probed.is_ok();
-            let _ = tx.send(probed);
-            if ok {
-                let _ = announcer.run();
-            }
-        })?;
-        rx.recv_timeout(Duration::from_secs(30))
-            .context("the responder did not finish probing")?
-            .map_err(|e| anyhow::anyhow!("phase announce: {e}"))
+        self.net.announce(url, name, priority)
     }
 
     /// Boots the machine on the tap in local mode, with no provider named.
@@ -222,17 +233,19 @@ impl Lan {
 
     /// [`Lan::boot`] with its own command line.
     fn boot_with(&self, arch: Arch, name: &str, append: &str) -> Result<Vm> {
-        let mut spec = VmSpec::direct(
+        let spec = VmSpec::direct(
             format!("{name}-{arch}"),
             arch,
             &self.bundle.kernel.image,
             &self.bundle.initrd,
             append,
         );
-        spec.tap = Some(Tap {
-            netns: self.ns.name.clone(),
-            ifname: TAP.into(),
-        });
+        self.start(spec)
+    }
+
+    /// Starts `spec` with its NIC on the LAN's tap.
+    fn start(&self, mut spec: VmSpec) -> Result<Vm> {
+        spec.tap = Some(self.net.tap());
         Vm::start(&spec)
     }
 
@@ -366,6 +379,132 @@ fn a_hostile_provider_first_is_refused_and_the_good_one_boots(arch: Arch) -> Res
     )
 }
 
+/// Only hostile providers on the LAN, each announced, none good: the
+/// failure report names every one of them with its own refusal, and nothing
+/// is kexec'd. The image has a floor of 5, so a validly signed v4 is a
+/// rollback.
+fn only_hostile_providers_each_refused_in_the_report(arch: Arch) -> Result<()> {
+    let mut lan = lan_of(arch, FLOOR_SPEC, "marker=never", false)?;
+    // Announced in this order of priority, so the report's first round
+    // lists them so.
+    let providers = [
+        ("other arch", lan.serve_misplaced(arch)?),
+        ("rolled back", lan.serve_rolled_back(arch)?),
+        ("garbage", lan.serve_garbage(arch)?),
+        ("404", lan.serve_nothing()?),
+        // Port 9 on the bridge: nothing listens there in this namespace.
+        ("silent", format!("http://{SERVER}:9/")),
+    ];
+    for (priority, (name, url)) in (0u16..).zip(&providers) {
+        lan.announce_url(url, name, priority)?;
+    }
+    let mut vm = lan.boot_with(
+        arch,
+        "local-all-hostile",
+        "phase.mode=local phase.discover.timeout=5 rd.retry=3 phase.onfail=poweroff",
+    )?;
+    let discover = wait_stage(&mut vm, "discover", NETBOOT)?;
+    let urls: Vec<&str> = providers
+        .iter()
+        .map(|(_, u)| u.trim_end_matches('/'))
+        .collect();
+    check(
+        &vm,
+        discover["discovered"]["providers"] == serde_json::json!(urls),
+        &format!("not the five hostile providers in priority order: {discover}"),
+    )?;
+    let failure = failure_in(&mut vm, "fetch", NETBOOT)?;
+    let tried = failure["tried"].as_array().cloned().unwrap_or_default();
+    let other = match arch {
+        Arch::X86_64 => Arch::Aarch64,
+        Arch::Aarch64 => Arch::X86_64,
+    };
+    // What each must have answered: the outcome, its kind, what was asked
+    // for, and values of its detail.
+    let expected = [
+        (
+            "refused",
+            "arch_mismatch",
+            "manifest",
+            serde_json::json!({ "found": other.name(), "expected": arch.name() }),
+        ),
+        (
+            "refused",
+            "rollback",
+            "manifest",
+            serde_json::json!({ "version": 4, "floor": 5 }),
+        ),
+        (
+            "refused",
+            "envelope_syntax",
+            "manifest",
+            serde_json::json!({}),
+        ),
+        (
+            "transport",
+            "status",
+            "manifest",
+            serde_json::json!({ "status": 404 }),
+        ),
+        // The first request to a mirror asks for its key rotation index.
+        (
+            "transport",
+            "connection_refused",
+            "rotation",
+            serde_json::json!({}),
+        ),
+    ];
+    for (priority, ((name, url), (outcome, kind, what, detail))) in
+        (0u16..).zip(providers.iter().zip(&expected))
+    {
+        let at = url.trim_end_matches('/');
+        let attempts: Vec<&Value> = tried.iter().filter(|t| t["at"] == at).collect();
+        let as_expected = |t: &&Value| {
+            t["outcome"] == *outcome
+                && t["kind"] == *kind
+                && t["what"] == *what
+                && t["detail"]["discovered"]
+                    == serde_json::json!({ "from": "mdns", "name": name, "priority": priority })
+                && detail
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .all(|(k, v)| t["detail"][k] == *v)
+        };
+        check(
+            &vm,
+            !attempts.is_empty() && attempts.iter().all(as_expected),
+            &format!("the report does not name {name} ({at}) as {outcome} {kind}: {attempts:?}"),
+        )?;
+        // A refusal would repeat with the same bytes: named once; the
+        // transport failures are retried in rounds within rd.retry.
+        check(
+            &vm,
+            *outcome != "refused" || attempts.len() == 1,
+            &format!("{name} refused more than once: {attempts:?}"),
+        )?;
+    }
+    // The first round, in priority order.
+    let first: Vec<&str> = tried
+        .iter()
+        .take(urls.len())
+        .filter_map(|t| t["at"].as_str())
+        .collect();
+    check(
+        &vm,
+        first == urls,
+        &format!("the first round is not in priority order: {first:?}"),
+    )?;
+    check(
+        &vm,
+        failure["policy"] == serde_json::json!({"action": "poweroff"})
+            && !vm.events().iter().any(|e| e["event"] == "kexec"),
+        &format!("not the policy, or something was kexec'd: {failure}"),
+    )?;
+    wait_power(&mut vm, "power off", NETBOOT)?;
+    vm.expect_clean_exit(Duration::from_secs(30))
+}
+
 fn nobody_on_the_lan_takes_the_policy(arch: Arch) -> Result<()> {
     let lan = lan(arch, "marker=never", false)?;
     let mut vm = lan.boot_with(
@@ -395,10 +534,66 @@ fn nobody_on_the_lan_takes_the_policy(arch: Arch) -> Result<()> {
     vm.expect_clean_exit(Duration::from_secs(30))
 }
 
+/// The ISO's "local" menu entry under SeaBIOS: mkimage writes the ISO of
+/// this LAN's image with `--default-mode local`, as a rack that boots
+/// unattended from its LAN would have it, and isolinux boots that entry —
+/// the same entry, command line and all, that a person picks from the menu
+/// (the entries and their order do not change, only which one is the
+/// default). The machine discovers the announced provider and boots to the
+/// second kernel's marker.
+fn the_iso_local_entry_boots_from_the_lan_under_seabios() -> Result<()> {
+    let arch = Arch::X86_64;
+    let mark = marker("local-iso", arch);
+    let lan = lan(arch, &mark, false)?;
+    lan.announce("rack provider")?;
+    let iso = lan.dir.path().join("local.iso");
+    images::menu_iso(
+        arch,
+        &lan.bundle.kernel.image,
+        &lan.bundle.initrd,
+        "phase.discover.timeout=5 phase.onfail=poweroff",
+        "local",
+        &iso,
+    )?;
+    let mut vm = lan.start(VmSpec::firmware(
+        format!("local-iso-seabios-{arch}"),
+        arch,
+        Firmware::Default,
+        Drive {
+            path: iso,
+            media: Media::Cdrom,
+            format: "raw",
+            readonly: true,
+        },
+    ))?;
+    let (discover, _) = lan.boots_to_the_marker(&mut vm, &mark)?;
+    // The first boot's plan came from the entry's command line on the ISO
+    // (the harness passed none).
+    let ready = vm
+        .events()
+        .iter()
+        .find(|e| e["event"] == "ready")
+        .cloned()
+        .unwrap_or_default();
+    check(
+        &vm,
+        ready["plan"]["mode"] == "local" && heard(&discover, "mdns"),
+        &format!("not the local entry, or the provider was not found over mDNS: {ready}"),
+    )
+}
+
+mod seabios_x86_64 {
+    #[test]
+    fn the_iso_local_entry_boots_from_the_lan_under_seabios() -> anyhow::Result<()> {
+        super::the_iso_local_entry_boots_from_the_lan_under_seabios()
+    }
+}
+
 phase_scenarios::on_both_arches!(
     discovers_the_announced_provider,
     discovers_what_avahi_announces,
     discovers_the_dhcp_boot_url,
     a_hostile_provider_first_is_refused_and_the_good_one_boots,
+    only_hostile_providers_each_refused_in_the_report,
     nobody_on_the_lan_takes_the_policy,
 );

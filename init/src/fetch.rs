@@ -210,8 +210,9 @@ pub type More<'a> = Option<&'a mut dyn FnMut() -> Vec<ProviderUrl>>;
 /// Runs `attempt` over the mirrors in rounds until one succeeds, every
 /// mirror refuses, or the budget ends; after the first failed round, the
 /// mirrors `more` gives join the end of the list and are tried at once.
-/// Every failed attempt is recorded in `tried`; the error is the last of
-/// them.
+/// A mirror that refused is not asked again in later rounds: it would
+/// serve the same bytes, and the report names it once. Every failed attempt
+/// is recorded in `tried`; the error is the last of them.
 fn over_mirrors<T>(
     mirrors: &mut Vec<ProviderUrl>,
     mut more: More<'_>,
@@ -221,25 +222,34 @@ fn over_mirrors<T>(
 ) -> Result<(usize, T), StageFailure> {
     let mut delay = budget.first_delay;
     let mut i = 0;
-    let mut all_refused = true;
+    // One flag per mirror, those `more` adds included.
+    let mut refused = vec![false; mirrors.len()];
     loop {
         while let Some(mirror) = mirrors.get(i) {
+            if refused.get(i).copied().unwrap_or(false) {
+                i += 1;
+                continue;
+            }
             match attempt(mirror) {
                 Attempt::Ok(value) => return Ok((i, value)),
-                Attempt::Refused(r) => tried.push(r.tried(mirror, "refused")),
-                Attempt::Transport(r) => {
-                    all_refused = false;
-                    tried.push(r.tried(mirror, "transport"));
+                Attempt::Refused(r) => {
+                    if let Some(flag) = refused.get_mut(i) {
+                        *flag = true;
+                    }
+                    tried.push(r.tried(mirror, "refused"));
                 }
+                Attempt::Transport(r) => tried.push(r.tried(mirror, "transport")),
             }
             i += 1;
         }
         if let Some(more) = more.take() {
             mirrors.extend(more());
+            refused.resize(mirrors.len(), false);
             if i < mirrors.len() {
                 continue;
             }
         }
+        let all_refused = refused.iter().all(|&r| r);
         if mirrors.is_empty() || all_refused || !budget.wait(delay) {
             return Err(match tried.last() {
                 Some(last) => StageFailure {
@@ -258,7 +268,6 @@ fn over_mirrors<T>(
         }
         delay = (delay * 2).min(budget.max_delay);
         i = 0;
-        all_refused = true;
     }
 }
 

@@ -417,3 +417,30 @@ fn dead_mirrors_are_retried_until_the_budget_ends() {
         "the budget did not hold: {took:?}"
     );
 }
+
+#[test]
+fn a_mirror_that_refused_is_not_asked_again_while_a_dead_one_is_retried() {
+    let c = client();
+    let garbage =
+        junk(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot json!");
+    let dead = dead();
+    let err = fetch_x86(&c, &[mirror(&garbage), mirror(&dead)], 0, 2).unwrap_err();
+    let at = |url: &str| {
+        err.tried
+            .iter()
+            .filter(|t| t.at.as_deref() == Some(mirror(url).url.as_str()))
+            .map(|t| (t.outcome, t.kind.as_str()))
+            .collect::<Vec<_>>()
+    };
+    // The garbage once, for its bytes; the dead one in every round.
+    assert_eq!(at(&garbage), [("refused", "envelope_syntax")], "{err:?}");
+    let dead_tries = at(&dead);
+    assert!(
+        dead_tries.len() >= 2
+            && dead_tries
+                .iter()
+                .all(|t| *t == ("transport", "connection_refused")),
+        "{err:?}"
+    );
+    assert_eq!(err.kind, "connection_refused");
+}

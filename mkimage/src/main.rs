@@ -218,6 +218,10 @@ struct BootArgs {
     /// Seconds the boot menus wait (default: the profile's).
     #[arg(long)]
     timeout: Option<u32>,
+    /// The mode of the entry the menus boot when nobody chooses: internet,
+    /// local (discover a provider on the LAN) or private.
+    #[arg(long, value_name = "MODE", default_value = "internet")]
+    default_mode: String,
     #[command(flatten)]
     key: KeyArgs,
     /// Secure Boot on stock PCs: Debian's Microsoft-signed shim as the boot
@@ -294,6 +298,7 @@ impl BootArgs {
             dtb_dir: self.dtb_dir.clone(),
             direct: self.direct,
             timeout: self.timeout,
+            default_mode: Some(self.default_mode.clone()),
         })
     }
 

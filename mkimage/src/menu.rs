@@ -42,6 +42,8 @@ pub enum MenuError {
         "kernel variant name {0:?}: use 1 to 32 letters, digits, '-' and '_' (it names files and menu entries)"
     )]
     VariantName(String),
+    #[error("boot mode {0:?}: the menus offer internet, local and private")]
+    Mode(String),
     #[error("kernel variants {a:?} and {b:?} would share the files of {dir:?}")]
     VariantClash { a: String, b: String, dir: String },
 }
@@ -124,7 +126,9 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Menu {
     pub entries: Vec<Entry>,
-    /// Seconds the menu waits before booting the first entry.
+    /// The entry booted when the menu times out (an index into `entries`).
+    pub default: usize,
+    /// Seconds the menu waits before booting the default entry.
     pub timeout: u32,
     /// Whether the UEFI menu lets the user edit a command line.
     pub editor: bool,
@@ -189,9 +193,22 @@ impl Menu {
         }
         Ok(Menu {
             entries,
+            default: 0,
             timeout,
             editor,
         })
+    }
+
+    /// Makes the first variant's entry of `mode` the default, for an image
+    /// that boots unattended in that mode (a rack booting from its LAN:
+    /// `local`); the entries and their order stay as they are.
+    pub fn set_default_mode(&mut self, mode: &str) -> Result<(), MenuError> {
+        self.default = self
+            .entries
+            .iter()
+            .position(|e| e.mode == mode)
+            .ok_or_else(|| MenuError::Mode(mode.to_owned()))?;
+        Ok(())
     }
 
     /// Every entry's text checked again, as each writer interpolates it
@@ -207,8 +224,10 @@ impl Menu {
         Ok(())
     }
 
+    /// The default entry; the first when `default` is out of range (the
+    /// fields are public).
     pub fn default_entry(&self) -> &Entry {
-        &self.entries[0]
+        self.entries.get(self.default).unwrap_or(&self.entries[0])
     }
 
     /// syslinux.cfg / isolinux.cfg. `dir` is where each variant's `vmlinuz`
@@ -297,6 +316,25 @@ pub fn uki_path(variant: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_default_mode_moves_the_default_not_the_entries() {
+        let mut m = Menu::new(&["linux".into()], "console=ttyS0", "", 0, false).unwrap();
+        m.set_default_mode("local").unwrap();
+        assert_eq!(m.default_entry().id, "phase-linux-local");
+        assert_eq!(m.entries[0].mode, "internet");
+        let cfg = m.syslinux_cfg(true).unwrap();
+        assert!(cfg.contains("DEFAULT phase-linux-local\n"), "{cfg}");
+        assert!(
+            m.loader_conf()
+                .unwrap()
+                .starts_with("default phase-linux-local.conf\n")
+        );
+        assert_eq!(
+            m.set_default_mode("lan"),
+            Err(MenuError::Mode("lan".into()))
+        );
+    }
 
     #[test]
     fn entries_per_variant_and_mode() {

@@ -109,6 +109,8 @@ pub struct Sources {
     pub direct: bool,
     /// Replaces the profile's menu timeout (seconds).
     pub timeout: Option<u32>,
+    /// The `phase.mode` of the default entry (default: `internet`).
+    pub default_mode: Option<String>,
 }
 
 /// Where Debian's systemd-boot-efi puts its files.
@@ -305,13 +307,16 @@ impl Sources {
         }
         let names: Vec<String> = variants.iter().map(|v| v.name.clone()).collect();
         let base = self.cmdline.as_deref().unwrap_or(profile.cmdline(arch));
-        let menu = Menu::new(
+        let mut menu = Menu::new(
             &names,
             base,
             &self.append,
             self.timeout.unwrap_or(profile.menu_timeout()),
             profile.editor(),
         )?;
+        if let Some(mode) = &self.default_mode {
+            menu.set_default_mode(mode)?;
+        }
         Ok(BootSet {
             arch,
             variants,

@@ -489,6 +489,42 @@ pub fn usb_disk(
     Ok(usb.state)
 }
 
+/// The hybrid ISO of `kernel` and `initrd` with `append` on every menu
+/// entry and the entry of `default_mode` as the menus' default (`mkimage
+/// iso --default-mode`), isolinux for BIOS on x86_64, written to `out`.
+pub fn menu_iso(
+    arch: Arch,
+    kernel: &Path,
+    initrd: &Path,
+    append: &str,
+    default_mode: &str,
+    out: &Path,
+) -> Result<()> {
+    let (stub, systemd_boot) = systemd_boot_efi(arch)?;
+    let build_time = mkimage::build_time().map_err(anyhow::Error::msg)?;
+    let boot = Sources {
+        kernels: vec![("linux".into(), kernel.to_owned())],
+        initrd: initrd.to_owned(),
+        stub: Some(stub),
+        systemd_boot: Some(systemd_boot),
+        append: append.into(),
+        default_mode: Some(default_mode.into()),
+        ..Sources::default()
+    }
+    .load(Profile::Qemu, &build_time.to_string())?;
+    let bios = match arch {
+        Arch::X86_64 => Some(BiosSources::default().iso()?),
+        Arch::Aarch64 => None,
+    };
+    let options = mkimage::cdrom::CdromOptions {
+        seed: format!("phase-boot scenario menu iso {arch} {default_mode}").into_bytes(),
+        time: build_time,
+        root_image: None,
+    };
+    let iso = mkimage::cdrom::build(&boot, bios.as_ref(), &options)?;
+    write(out, &iso.to_vec())
+}
+
 /// `kernel` with its signature replaced by one with the snakeoil key, the
 /// key the snakeoil variable store holds in db — so a kernel locked down by
 /// Secure Boot trusts it for `kexec_file_load` (the platform keyring).

@@ -13,6 +13,7 @@ pub mod debian;
 pub mod faults;
 pub mod images;
 pub mod kbuild;
+pub mod lan;
 pub mod paths;
 pub mod provider;
 pub mod roots;

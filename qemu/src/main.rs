@@ -99,6 +99,16 @@ enum BenchCmd {
         #[arg(long)]
         arch: Option<Arch>,
     },
+    /// Discovery time to the first provider on the harness's LAN: the
+    /// init's DNS-SD browser against avahi-browse, same responder.
+    Discover {
+        /// Boots (and avahi browses); the median counts.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// One architecture; both when omitted.
+        #[arg(long)]
+        arch: Option<Arch>,
+    },
     /// Kernel start → kexec: Phase Boot against a seed-style script init
     /// (busybox udhcpc + wget + sha256sum + kexec-tools), same provider.
     Boot {
@@ -155,6 +165,9 @@ fn main() -> ExitCode {
         Cmd::Bench {
             what: BenchCmd::Dhcp { rounds, arch },
         } => xtask::bench::dhcp::run(rounds, arch),
+        Cmd::Bench {
+            what: BenchCmd::Discover { runs, arch },
+        } => xtask::bench::discover::run(runs, arch),
         Cmd::Fuzz { target, seconds } => fuzz(target.as_deref(), seconds),
         Cmd::Kernel { profile, arch } => kernel(&profile, arch),
         Cmd::Bench {

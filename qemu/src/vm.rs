@@ -168,6 +168,27 @@ impl VmSpec {
         }
     }
 
+    /// A VM whose firmware boots `drive` (no `-kernel`): the path through
+    /// a boot loader and its menu.
+    pub fn firmware(name: impl Into<String>, arch: Arch, firmware: Firmware, drive: Drive) -> Self {
+        VmSpec {
+            name: name.into(),
+            arch,
+            memory_mb: 512,
+            kernel: None,
+            initrd: None,
+            append: String::new(),
+            firmware,
+            efi_vars: None,
+            drives: vec![drive],
+            user_net: false,
+            event_port: true,
+            rtc_base: None,
+            tap: None,
+            extra_args: Vec::new(),
+        }
+    }
+
     /// The QEMU command line. `events` is the socket the harness listens on;
     /// `scratch` a directory for per-VM files (the UEFI variable store copy).
     pub fn command(&self, events: &Path, scratch: &Path) -> Result<Command> {

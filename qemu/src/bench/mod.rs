@@ -4,6 +4,7 @@
 
 pub mod boot;
 pub mod dhcp;
+pub mod discover;
 pub mod mkimage;
 pub mod root;
 
