@@ -98,8 +98,14 @@ impl Machine {
                 None
             }
             Keeper::StatePartition => {
-                let state =
-                    images::usb_disk(arch, &bundle.kernel.image, &bundle.initrd, &append, &disk)?;
+                let state = images::usb_disk(
+                    arch,
+                    &bundle.kernel.image,
+                    &bundle.initrd,
+                    &append,
+                    None,
+                    &disk,
+                )?;
                 Some(state.context("the USB disk has no state partition")?)
             }
         };

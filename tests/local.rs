@@ -19,8 +19,9 @@
 //!   failure event lists each with its own refusal;
 //! - nobody on the LAN: the policy, after the discovery window and the
 //!   retry budget;
-//! - x86_64 under SeaBIOS: the ISO mkimage writes with `--default-mode
-//!   local` boots its local entry through isolinux and this way.
+//! - x86_64 under SeaBIOS: the ISO (as a CD, through isolinux) and the
+//!   hybrid USB disk (as a disk, through syslinux) that mkimage writes with
+//!   `--default-mode local` boot their local entry, and this way.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -542,33 +543,64 @@ fn nobody_on_the_lan_takes_the_policy(arch: Arch) -> Result<()> {
 /// default). The machine discovers the announced provider and boots to the
 /// second kernel's marker.
 fn the_iso_local_entry_boots_from_the_lan_under_seabios() -> Result<()> {
+    local_entry_boots_under_seabios("iso", Media::Cdrom, &|lan, out| {
+        images::menu_iso(
+            Arch::X86_64,
+            &lan.bundle.kernel.image,
+            &lan.bundle.initrd,
+            LOCAL_ENTRY_APPEND,
+            "local",
+            out,
+        )
+    })
+}
+
+/// The same for the hybrid USB disk (`mkimage usb --default-mode local`),
+/// booted as a disk: syslinux on its own partition boots the entry.
+fn the_usb_local_entry_boots_from_the_lan_under_seabios() -> Result<()> {
+    local_entry_boots_under_seabios("usb", Media::Disk, &|lan, out| {
+        images::usb_disk(
+            Arch::X86_64,
+            &lan.bundle.kernel.image,
+            &lan.bundle.initrd,
+            LOCAL_ENTRY_APPEND,
+            Some("local"),
+            out,
+        )
+        .map(|_| ())
+    })
+}
+
+const LOCAL_ENTRY_APPEND: &str = "phase.discover.timeout=5 phase.onfail=poweroff";
+
+/// Builds a medium with `build`, boots it under SeaBIOS on the LAN with
+/// the provider announced, and checks the machine took the local entry,
+/// found the provider over mDNS and reached the second kernel's marker.
+fn local_entry_boots_under_seabios(
+    medium: &str,
+    media: Media,
+    build: &dyn Fn(&Lan, &std::path::Path) -> Result<()>,
+) -> Result<()> {
     let arch = Arch::X86_64;
-    let mark = marker("local-iso", arch);
+    let mark = marker(&format!("local-{medium}"), arch);
     let lan = lan(arch, &mark, false)?;
     lan.announce("rack provider")?;
-    let iso = lan.dir.path().join("local.iso");
-    images::menu_iso(
-        arch,
-        &lan.bundle.kernel.image,
-        &lan.bundle.initrd,
-        "phase.discover.timeout=5 phase.onfail=poweroff",
-        "local",
-        &iso,
-    )?;
+    let image = lan.dir.path().join(format!("local.{medium}"));
+    build(&lan, &image)?;
     let mut vm = lan.start(VmSpec::firmware(
-        format!("local-iso-seabios-{arch}"),
+        format!("local-{medium}-seabios-{arch}"),
         arch,
         Firmware::Default,
         Drive {
-            path: iso,
-            media: Media::Cdrom,
+            path: image,
+            media,
             format: "raw",
-            readonly: true,
+            readonly: media == Media::Cdrom,
         },
     ))?;
     let (discover, _) = lan.boots_to_the_marker(&mut vm, &mark)?;
-    // The first boot's plan came from the entry's command line on the ISO
-    // (the harness passed none).
+    // The first boot's plan came from the entry's command line on the
+    // medium (the harness passed none).
     let ready = vm
         .events()
         .iter()
@@ -586,6 +618,11 @@ mod seabios_x86_64 {
     #[test]
     fn the_iso_local_entry_boots_from_the_lan_under_seabios() -> anyhow::Result<()> {
         super::the_iso_local_entry_boots_from_the_lan_under_seabios()
+    }
+
+    #[test]
+    fn the_usb_local_entry_boots_from_the_lan_under_seabios() -> anyhow::Result<()> {
+        super::the_usb_local_entry_boots_from_the_lan_under_seabios()
     }
 }
 

@@ -450,14 +450,16 @@ pub fn direct_esp(
 }
 
 /// The hybrid USB disk of `kernel` and `initrd` with `append` on every menu
-/// entry (syslinux for BIOS on x86_64), written to `out`. Returns where its
-/// state partition is (offset and length in bytes), if the initramfs names
-/// one.
+/// entry (syslinux for BIOS on x86_64) and the entry of `default_mode` as
+/// the menus' default (`mkimage usb --default-mode`; the first entry when
+/// `None`), written to `out`. Returns where its state partition is (offset
+/// and length in bytes), if the initramfs names one.
 pub fn usb_disk(
     arch: Arch,
     kernel: &Path,
     initrd: &Path,
     append: &str,
+    default_mode: Option<&str>,
     out: &Path,
 ) -> Result<Option<(u64, u64)>> {
     let (stub, systemd_boot) = systemd_boot_efi(arch)?;
@@ -469,6 +471,7 @@ pub fn usb_disk(
         systemd_boot: Some(systemd_boot),
         append: append.into(),
         direct: false,
+        default_mode: default_mode.map(Into::into),
         ..Sources::default()
     }
     .load(Profile::Qemu, &build_time.to_string())?;
