@@ -541,27 +541,17 @@ fn live_iso(name: &str, firmware: Firmware, media: Media) -> Result<()> {
         &format!("{} phase.onfail=poweroff", arch.kernel_params()),
         &iso,
     )?;
-    let mut vm = Vm::start(&VmSpec {
-        name: format!("{name}-{arch}"),
+    let mut vm = Vm::start(&VmSpec::firmware(
+        format!("{name}-{arch}"),
         arch,
-        memory_mb: 512,
-        kernel: None,
-        initrd: None,
-        append: String::new(),
         firmware,
-        efi_vars: None,
-        drives: vec![Drive {
+        Drive {
             path: iso,
             media,
             format: "raw",
             readonly: true,
-        }],
-        user_net: false,
-        event_port: true,
-        rtc_base: None,
-        tap: None,
-        extra_args: Vec::new(),
-    })?;
+        },
+    ))?;
     let handoff = wait_stage(&mut vm, "handoff", ROOT)?;
     let r = &handoff["root"];
     check(

@@ -157,15 +157,35 @@ fn make(arch: Arch) -> Result<BootImages> {
 /// --root-image` writes it.
 pub fn live_iso(arch: Arch, root_image: &Path, append: &str, out: &Path) -> Result<()> {
     let bundle = artifacts::bundle(arch, "netboot", Variant::Release)?;
+    scenario_iso(
+        arch,
+        Sources {
+            kernels: vec![("linux".into(), bundle.kernel.image.clone())],
+            initrd: bundle.initrd.clone(),
+            append: format!("root=live:CDLABEL={} {append}", mkimage::cdrom::VOLUME_ID),
+            ..Sources::default()
+        },
+        format!("phase-boot live iso {arch}"),
+        Some(std::fs::read(root_image)?),
+        out,
+    )
+}
+
+/// The hybrid ISO of `boot`'s kernel, initramfs and command line, with
+/// systemd-boot for UEFI and isolinux for BIOS on x86_64, written to `out`.
+fn scenario_iso(
+    arch: Arch,
+    boot: Sources,
+    seed: String,
+    root_image: Option<Vec<u8>>,
+    out: &Path,
+) -> Result<()> {
     let (stub, systemd_boot) = systemd_boot_efi(arch)?;
     let build_time = mkimage::build_time().map_err(anyhow::Error::msg)?;
     let boot = Sources {
-        kernels: vec![("linux".into(), bundle.kernel.image.clone())],
-        initrd: bundle.initrd.clone(),
         stub: Some(stub),
         systemd_boot: Some(systemd_boot),
-        append: format!("root=live:CDLABEL={} {append}", mkimage::cdrom::VOLUME_ID),
-        ..Sources::default()
+        ..boot
     }
     .load(Profile::Qemu, &build_time.to_string())?;
     let bios = match arch {
@@ -173,9 +193,9 @@ pub fn live_iso(arch: Arch, root_image: &Path, append: &str, out: &Path) -> Resu
         Arch::Aarch64 => None,
     };
     let options = mkimage::cdrom::CdromOptions {
-        seed: format!("phase-boot live iso {arch}").into_bytes(),
+        seed: seed.into_bytes(),
         time: build_time,
-        root_image: Some(std::fs::read(root_image)?),
+        root_image,
     };
     let iso = mkimage::cdrom::build(&boot, bios.as_ref(), &options)?;
     write(out, &iso.to_vec())
@@ -503,29 +523,19 @@ pub fn menu_iso(
     default_mode: &str,
     out: &Path,
 ) -> Result<()> {
-    let (stub, systemd_boot) = systemd_boot_efi(arch)?;
-    let build_time = mkimage::build_time().map_err(anyhow::Error::msg)?;
-    let boot = Sources {
-        kernels: vec![("linux".into(), kernel.to_owned())],
-        initrd: initrd.to_owned(),
-        stub: Some(stub),
-        systemd_boot: Some(systemd_boot),
-        append: append.into(),
-        default_mode: Some(default_mode.into()),
-        ..Sources::default()
-    }
-    .load(Profile::Qemu, &build_time.to_string())?;
-    let bios = match arch {
-        Arch::X86_64 => Some(BiosSources::default().iso()?),
-        Arch::Aarch64 => None,
-    };
-    let options = mkimage::cdrom::CdromOptions {
-        seed: format!("phase-boot scenario menu iso {arch} {default_mode}").into_bytes(),
-        time: build_time,
-        root_image: None,
-    };
-    let iso = mkimage::cdrom::build(&boot, bios.as_ref(), &options)?;
-    write(out, &iso.to_vec())
+    scenario_iso(
+        arch,
+        Sources {
+            kernels: vec![("linux".into(), kernel.to_owned())],
+            initrd: initrd.to_owned(),
+            append: append.into(),
+            default_mode: Some(default_mode.into()),
+            ..Sources::default()
+        },
+        format!("phase-boot scenario menu iso {arch} {default_mode}"),
+        None,
+        out,
+    )
 }
 
 /// `kernel` with its signature replaced by one with the snakeoil key, the
