@@ -13,12 +13,19 @@
 //! If `/target-write` exists it writes `/written-by-target` before
 //! reporting, for the scenarios that check where a write lands. Then it
 //! syncs and powers off.
+//!
+//! The event goes to the harness's virtio event port when the VM has one,
+//! as the Phase init's do: the line is kilobytes long, and on the serial
+//! console a late kernel message could land in the middle of it. Without a
+//! port it goes to the console, with the kernel's console loglevel lowered
+//! first for the same reason.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use phase_initramfs::layout::EVENT_PORT_NAME;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -73,15 +80,45 @@ fn main() {
         "wrote": wrote,
         "env": std::env::vars().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
     });
-    let mut out = std::io::stdout();
-    let _ = writeln!(out, "phase-event: {event}");
-    let _ = out.flush();
+    report(&event.to_string());
     rustix::fs::sync();
     let _ = rustix::system::reboot(rustix::system::RebootCommand::PowerOff);
     // Only if the power-off failed: PID 1 must not exit.
     loop {
         std::thread::park();
     }
+}
+
+/// Writes the event where the harness reads it: a bare JSON line on the
+/// event port if there is one, else a prefixed line on the console.
+fn report(json: &str) {
+    if let Some(port) = event_port()
+        && std::fs::OpenOptions::new()
+            .write(true)
+            .open(&port)
+            .and_then(|mut f| f.write_all(format!("{json}\n").as_bytes()))
+            .is_ok()
+    {
+        return;
+    }
+    // Only emergency messages reach the console from here on, so none
+    // splits the line.
+    let _ = std::fs::write("/proc/sys/kernel/printk", "1");
+    let mut out = std::io::stdout();
+    let _ = out.write_all(format!("phase-event: {json}\n").as_bytes());
+    let _ = out.flush();
+}
+
+/// The device of the virtio-serial port named [`EVENT_PORT_NAME`].
+fn event_port() -> Option<PathBuf> {
+    std::fs::read_dir("/sys/class/virtio-ports")
+        .ok()?
+        .flatten()
+        .find(|e| {
+            std::fs::read_to_string(e.path().join("name"))
+                .is_ok_and(|n| n.trim() == EVENT_PORT_NAME)
+        })
+        .map(|e| Path::new("/dev").join(e.file_name()))
 }
 
 /// `/proc/self/mountinfo` as `{mount_point, source, fstype, options}`, in
