@@ -198,11 +198,11 @@ fn mount_efivarfs(plan: &BootPlan) -> Result<(), FloorError> {
         })
     };
     if !has_fs()
-        && let Ok(index) = modules::read_index()
+        && let Ok(index) = modules::index()
         && index.get("efivarfs").is_some()
     {
         let wanted = [("efivarfs".to_owned(), "the version floor".to_owned())];
-        if let Err(e) = modules::load(&index, &wanted, &plan.blacklist, &mut |_| {}) {
+        if let Err(e) = modules::load(index, &wanted, &plan.blacklist, &mut |_| {}) {
             warn!("floor: module efivarfs: {}", error_chain(&e));
         }
     }

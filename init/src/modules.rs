@@ -18,6 +18,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use phase_initramfs::layout;
@@ -69,8 +70,20 @@ pub struct Loaded {
     pub reason: String,
 }
 
+/// The image's module index, read and parsed once: the modules stage, the
+/// storage-driver thread, the root hand-off and the floor's efivarfs all
+/// ask for it, and parsing it is most of the modules stage's own time.
+pub fn index() -> Result<&'static ModuleIndex, ModulesError> {
+    static INDEX: OnceLock<ModuleIndex> = OnceLock::new();
+    if let Some(index) = INDEX.get() {
+        return Ok(index);
+    }
+    let index = read_index()?;
+    Ok(INDEX.get_or_init(|| index))
+}
+
 /// Reads the image's module index; an image without modules has an empty one.
-pub fn read_index() -> Result<ModuleIndex, ModulesError> {
+fn read_index() -> Result<ModuleIndex, ModulesError> {
     let path = layout::MODULE_INDEX;
     match std::fs::read(path) {
         Ok(bytes) => {
@@ -271,11 +284,17 @@ pub fn load_for_devices(
 ) -> DeviceScan {
     let mut loaded = Vec::new();
     let mut devices = Devices::new(sysfs);
+    // A modalias matches the same modules on every pass: each is matched
+    // against the index's globs (a thousand in a netboot image) once.
+    let mut matched: BTreeMap<String, Vec<&str>> = BTreeMap::new();
     loop {
         let mut batch: Vec<(String, String)> = Vec::new();
         let mut deferred = BTreeSet::new();
         for alias in devices.modaliases() {
-            for module in index.modules_for_alias(&alias) {
+            let modules = matched
+                .entry(alias.clone())
+                .or_insert_with(|| index.modules_for_alias(&alias));
+            for &module in modules.iter() {
                 if blacklist.iter().any(|b| b == module) || index.is_builtin(module) {
                     continue;
                 }

@@ -116,6 +116,9 @@ pub fn main() -> ! {
     let image = run_stage(Stage::Early, None, || early_stage(reaper));
     let plan = run_stage(Stage::Plan, None, || plan_stage(&image));
     let loaded = run_stage(Stage::Modules, Some(&plan), || modules_stage(&plan, &image));
+    if root::ahead::wanted(&plan) {
+        root::ahead::start(&plan);
+    }
     if let Some(fields) = watchdog::open(&plan) {
         event::emit("watchdog", fields);
     }
@@ -184,6 +187,9 @@ pub fn main() -> ! {
 /// Never returns.
 fn root_handoff(plan: &BootPlan, source: root::Source) -> ! {
     let prepared = run_stage(Stage::Handoff, Some(plan), || {
+        let started = Instant::now();
+        root::ahead::finish();
+        let ahead_ms = started.elapsed().as_millis() as u64;
         let p = root::prepare(plan, source)?;
         let summary = match (&p.lower, &p.upper) {
             (Some(lower), Some(upper)) => format!(
@@ -204,7 +210,10 @@ fn root_handoff(plan: &BootPlan, source: root::Source) -> ! {
                 p.init
             ),
         };
-        let fields = json!({ "root": &p });
+        // The wait for the modules loaded ahead, then finding, attaching and
+        // mounting the root and checking its init.
+        let took = json!({ "ahead_ms": ahead_ms, "prepare_ms": p.ms });
+        let fields = json!({ "root": &p, "took": took });
         Ok(done(p, summary, fields))
     });
     // Nothing may still be probing disks, or fire a deadline, once the
@@ -772,7 +781,7 @@ fn say_loaded(quiet: bool) -> impl FnMut(&modules::Loaded) {
 /// on a thread or later.
 fn storage_work(
     plan: &BootPlan,
-    index: phase_initramfs::modindex::ModuleIndex,
+    index: &'static phase_initramfs::modindex::ModuleIndex,
     tried: BTreeSet<String>,
 ) -> StorageWork {
     let blacklist = plan.blacklist.clone();
@@ -782,12 +791,12 @@ fn storage_work(
         let mut tried = tried;
         let mut say = say_loaded(quiet);
         let loaded = modules::load_for_devices(
-            &index,
+            index,
             std::path::Path::new("/sys"),
             &blacklist,
             &|_| false,
             &mut tried,
-            &mut |batch| modules::load(&index, batch, &blacklist, &mut say),
+            &mut |batch| modules::load(index, batch, &blacklist, &mut say),
             &mut |module, e| warn!("module {module} (for a device): {}", error_chain(e)),
         )
         .loaded;
@@ -813,6 +822,7 @@ fn load_storage_drivers(work: StorageWork) {
 /// Before a shell: loads the storage drivers a netboot passed over, or waits
 /// for the background ones, so the shell sees the machine's disks.
 fn storage_for_shell() {
+    root::ahead::stop();
     match take_storage() {
         Storage::Kept(work) => {
             let (loaded, took) = work();
@@ -876,7 +886,7 @@ fn modules_stage(
 ) -> Result<Done<Vec<modules::Loaded>>, Failure> {
     let fail = |e: &dyn std::error::Error| Failure::new(Stage::Modules, error_chain(e));
     let started = Instant::now();
-    let index = modules::read_index().map_err(|e| fail(&e))?;
+    let index = modules::index().map_err(|e| fail(&e))?;
     let index_ms = started.elapsed().as_millis() as u64;
     let mut wanted: Vec<(String, String)> = index
         .boot
@@ -890,18 +900,18 @@ fn modules_stage(
     );
     let mut say = say_loaded(plan.quiet);
     let mut loaded =
-        modules::load(&index, &wanted, &plan.blacklist, &mut say).map_err(|e| fail(&e))?;
+        modules::load(index, &wanted, &plan.blacklist, &mut say).map_err(|e| fail(&e))?;
     // Then whatever the devices ask for, as udev would — storage last, on
     // its own thread, while the network comes up.
     let boot_ms = started.elapsed().as_millis() as u64 - index_ms;
     let mut tried = BTreeSet::new();
     let from_devices = modules::load_for_devices(
-        &index,
+        index,
         std::path::Path::new("/sys"),
         &plan.blacklist,
         &modules::is_storage,
         &mut tried,
-        &mut |batch| modules::load(&index, batch, &plan.blacklist, &mut say),
+        &mut |batch| modules::load(index, batch, &plan.blacklist, &mut say),
         &mut |module, e| warn!("module {module} (for a device): {}", error_chain(e)),
     );
     let devices_ms = started.elapsed().as_millis() as u64 - index_ms - boot_ms;
@@ -920,7 +930,9 @@ fn modules_stage(
             set_storage(Storage::Kept(storage_work(plan, index, tried)));
         }
     }
+    let port_started = Instant::now();
     let channel = event::open_channel(EVENT_PORT_BUDGET);
+    let port_ms = port_started.elapsed().as_millis() as u64;
     let channel_note = match &channel {
         Channel::Port(p) => format!("events on {}", p.display()),
         Channel::NoDevice => "events on the console".to_owned(),
@@ -934,8 +946,9 @@ fn modules_stage(
     };
     let summary = format!("{} loaded; {channel_note}", loaded.len());
     // Where the stage's time went: reading the module index, the image's
-    // boot modules, and the device scan with what it loaded.
-    let took = json!({ "index_ms": index_ms, "boot_ms": boot_ms, "devices_ms": devices_ms });
+    // boot modules, the device scan with what it loaded, and waiting for the
+    // event port (test VMs only).
+    let took = json!({ "index_ms": index_ms, "boot_ms": boot_ms, "devices_ms": devices_ms, "port_ms": port_ms });
     let fields = json!({ "loaded": &loaded, "storage_not_loaded": skipped, "took": took });
     Ok(done(loaded, summary, fields))
 }
@@ -1038,6 +1051,7 @@ pub struct NextKernel {
 /// with nothing kexec'd.
 pub fn kexec_handoff(plan: &BootPlan, next: NextKernel) -> ! {
     finish_storage_drivers();
+    root::ahead::stop();
     let next_cmdline = next.cmdline.clone();
     let loaded = run_stage(Stage::Handoff, Some(plan), || {
         let loaded = kexec::load(
@@ -1244,14 +1258,14 @@ fn efi_report() -> Value {
     {
         // A modular efivarfs (Debian's) loads by its fs- alias, as the
         // kernel's own request_module would.
-        if let Ok(index) = modules::read_index() {
+        if let Ok(index) = modules::index() {
             let wanted: Vec<(String, String)> = index
                 .modules_for_alias("fs-efivarfs")
                 .first()
                 .map(|m| ((*m).to_owned(), "report".to_owned()))
                 .into_iter()
                 .collect();
-            if modules::load(&index, &wanted, &[], &mut |_| {}).is_ok() {
+            if modules::load(index, &wanted, &[], &mut |_| {}).is_ok() {
                 result = mounted(mount());
             }
         }

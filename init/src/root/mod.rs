@@ -18,6 +18,7 @@
 //! Nothing is torn down until the new root is mounted and its init checked;
 //! any failure before that leaves the initramfs as it was, for the policy.
 
+pub mod ahead;
 pub mod devices;
 pub mod mounts;
 pub mod probe;
@@ -91,8 +92,9 @@ fn kernel_has_fs(fstype: &str) -> bool {
 /// each file system of `fstypes` by its `fs-<type>` alias, as the kernel's
 /// own request_module would. Built-in ones are skipped.
 fn load_modules(plan: &BootPlan, names: &[&str], fstypes: &[&str]) -> Result<(), Failure> {
+    ahead::finish();
     let index =
-        modules::read_index().map_err(|e| fail("modules", crate::error_chain(&e), Value::Null))?;
+        modules::index().map_err(|e| fail("modules", crate::error_chain(&e), Value::Null))?;
     let mut wanted: Vec<(String, String)> = Vec::new();
     for name in names {
         if index.get(name).is_some() {
@@ -117,7 +119,7 @@ fn load_modules(plan: &BootPlan, names: &[&str], fstypes: &[&str]) -> Result<(),
             }
         }
     }
-    modules::load(&index, &wanted, &plan.blacklist, &mut |m| {
+    modules::load(index, &wanted, &plan.blacklist, &mut |m| {
         if !plan.quiet {
             info!(
                 "module {} {} in {} ms ({})",

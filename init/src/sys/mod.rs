@@ -83,6 +83,14 @@ pub fn finit_module(fd: impl AsFd, params: &CStr) -> io::Result<()> {
     Ok(rustix::system::finit_module(fd, params, 0)?)
 }
 
+/// Gives the calling thread the lowest scheduling priority (nice 19), so it
+/// runs on CPU time the other threads leave idle.
+/// [setpriority(2)](https://man7.org/linux/man-pages/man2/setpriority.2.html)
+/// with `PRIO_PROCESS` and 0 changes only the calling thread on Linux.
+pub fn lowest_priority() -> io::Result<()> {
+    Ok(rustix::process::setpriority_process(None, 19)?)
+}
+
 /// [waitpid(2)](https://man7.org/linux/man-pages/man2/waitpid.2.html) for any
 /// child, without blocking. `Ok(None)` when no child has changed state;
 /// `ECHILD` when there are no children at all.
