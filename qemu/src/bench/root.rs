@@ -94,12 +94,21 @@ fn measure(name: &str, arch: Arch, bundle: &Bundle, initrd: &Path, append: &str)
         .as_f64()
         .with_context(|| format!("{name}: the target reported no uptime"))?;
     let init_start = boot::init_start(&vm, name)?;
-    let stages = vm
-        .events()
-        .iter()
-        .filter(|e| e["event"] == "stage")
-        .filter_map(|e| Some((e["stage"].as_str()?.to_owned(), e["ms"].as_f64()?)))
-        .collect();
+    // Each stage, then the parts its `took` breakdown names (`fetch.client_ms`).
+    let mut stages = Vec::new();
+    for e in vm.events().iter().filter(|e| e["event"] == "stage") {
+        let (Some(stage), Some(ms)) = (e["stage"].as_str(), e["ms"].as_f64()) else {
+            continue;
+        };
+        stages.push((stage.to_owned(), ms));
+        if let Some(took) = e["took"].as_object() {
+            for (part, ms) in took {
+                if let Some(ms) = ms.as_f64() {
+                    stages.push((format!("{stage}.{part}"), ms));
+                }
+            }
+        }
+    }
     Ok(Sample {
         exec_ms,
         init_ms: exec_ms - init_start,
