@@ -22,6 +22,7 @@ use phase_manifest::{
     Arch, Artifact, ArtifactCheck, Binding, MAX_ENVELOPE_SIZE, ManifestError, State, TrustStore,
     Verified,
 };
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::error_chain;
@@ -291,6 +292,18 @@ pub struct Fetched {
     /// The mirror's key rotation chain, followed before the manifest was
     /// verified; its store is the one that judged.
     pub rotation: crate::rotation::Followed,
+    /// Where the successful attempt's time went.
+    pub took: Took,
+}
+
+/// The successful attempt's times, from its start: the rotation chain
+/// followed, the manifest's bytes in hand (the two run at once), and the
+/// signature and policy checks after both.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Took {
+    pub rotation_ms: u64,
+    pub manifest_ms: u64,
+    pub verify_ms: u64,
 }
 
 /// Stage fetch: the first acceptable manifest from the mirrors (and, once
@@ -308,7 +321,32 @@ pub fn fetch_manifest(
     let mut mirrors = mirrors.to_vec();
     let result = over_mirrors(&mut mirrors, more, budget, &mut tried, |mirror| {
         let url = manifest_url(mirror, &binding.channel, binding.arch);
-        let followed = match crate::rotation::follow(client, mirror, trust) {
+        let started = Instant::now();
+        // The rotation chain and the manifest are asked for at once, on two
+        // connections: the manifest is judged by the store the chain leads
+        // to, but its bytes do not depend on it, and a boot should not wait
+        // for two round trips one after the other.
+        let (followed, bytes) = std::thread::scope(|s| {
+            let manifest = std::thread::Builder::new()
+                .name("manifest-get".into())
+                .spawn_scoped(s, || {
+                    let got = client.get_capped(&url, MAX_ENVELOPE_SIZE as u64);
+                    (got, started.elapsed())
+                });
+            let followed = crate::rotation::follow(client, mirror, trust);
+            let rotation_ms = started.elapsed().as_millis() as u64;
+            let bytes = match manifest {
+                Ok(handle) => handle.join().ok(),
+                // No thread: ask on this one.
+                Err(_) => Some((
+                    client.get_capped(&url, MAX_ENVELOPE_SIZE as u64),
+                    started.elapsed(),
+                )),
+            };
+            ((followed, rotation_ms), bytes)
+        });
+        let (followed, rotation_ms) = followed;
+        let followed = match followed {
             Ok(f) => f,
             Err(e) => {
                 return Attempt::Transport(Reason {
@@ -320,7 +358,15 @@ pub fn fetch_manifest(
                 });
             }
         };
-        let bytes = match client.get_capped(&url, MAX_ENVELOPE_SIZE as u64) {
+        let Some((bytes, manifest_took)) = bytes else {
+            return Attempt::Transport(Reason::local(
+                "manifest",
+                &url,
+                "thread",
+                "the thread fetching the manifest ended without an answer".into(),
+            ));
+        };
+        let bytes = match bytes {
             Ok(b) => b,
             // An oversized manifest is refused for its size: another round
             // would get the same bytes.
@@ -329,8 +375,16 @@ pub fn fetch_manifest(
             }
             Err(e) => return Attempt::Transport(Reason::fetch("manifest", &url, &e)),
         };
+        let verifying = Instant::now();
         match phase_manifest::verify(&bytes, &followed.store, binding, state) {
-            Ok(v) => Attempt::Ok((v, followed)),
+            Ok(v) => {
+                let took = Took {
+                    rotation_ms,
+                    manifest_ms: manifest_took.as_millis() as u64,
+                    verify_ms: verifying.elapsed().as_millis() as u64,
+                };
+                Attempt::Ok((v, followed, took))
+            }
             Err(e) => {
                 let mut reason = Reason::refused("manifest", &url, &e);
                 reason.error.push_str(&followed.note());
@@ -338,13 +392,14 @@ pub fn fetch_manifest(
             }
         }
     });
-    let (mirror, (verified, rotation)) = result?;
+    let (mirror, (verified, rotation, took)) = result?;
     Ok(Fetched {
         verified,
         mirrors,
         mirror,
         tried,
         rotation,
+        took,
     })
 }
 

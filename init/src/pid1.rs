@@ -415,6 +415,12 @@ fn fetch_stage(
             "trust_and_floor_ms": floor_ms,
             "client_ms": client_ms,
             "manifest_ms": started.elapsed().as_millis() as u64 - floor_ms - client_ms,
+            // Within the successful attempt, from its start: the rotation
+            // chain and the manifest's bytes (asked for at once), and the
+            // signature and policy checks.
+            "attempt_rotation_ms": fetched.took.rotation_ms,
+            "attempt_get_ms": fetched.took.manifest_ms,
+            "attempt_verify_ms": fetched.took.verify_ms,
         },
     });
     Ok(done((client, fetched, stored), summary, fields))
