@@ -145,7 +145,16 @@ impl FetchError {
             FetchError::Truncated { .. } => "truncated",
             FetchError::TooLarge { .. } => "too_large",
             FetchError::TooSlow { .. } => "too_slow",
-            FetchError::Read { source, .. } => io_kind(source).unwrap_or("read"),
+            // ureq reports its own failures while reading a body (a read
+            // deadline) as an io::Error wrapping a ureq::Error.
+            FetchError::Read { source, .. } => io_kind(source)
+                .or_else(|| {
+                    source
+                        .get_ref()
+                        .and_then(|e| e.downcast_ref::<ureq::Error>())
+                        .map(request_kind)
+                })
+                .unwrap_or("read"),
             FetchError::Sink { .. } => "sink",
         }
     }
