@@ -182,7 +182,9 @@ fn expected(fault: Fault, a: &PublishedArtifact, at: &str) -> Expected {
             outcome: "transport",
             detail: json!({ "min_bytes": 65536, "per_s": 10, "url": url }),
         },
-        Fault::Hang => Expected {
+        // The same kind for both hangs: the error line says which deadline
+        // (the response head's, or the body's per-read one).
+        Fault::Hang | Fault::Silent => Expected {
             kind: "timed_out",
             outcome: "transport",
             detail: json!({ "url": url }),
@@ -363,10 +365,33 @@ fn alone(name: &str, fault: impl FnOnce(&Release) -> Fault, onfail: &str) -> Res
         !tried.is_empty() && tried.iter().all(|t| e.matches(t, at, "kernel")),
         &format!("an attempt is not {} at {at}: {tried:#?}", e.kind),
     )?;
+    // The two hangs, told apart: silence after the head ends the body's
+    // read, silence before it the request itself.
+    let in_body = |t: &Value| {
+        t["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(": reading the body:"))
+    };
+    match fault {
+        Fault::Hang => check(
+            &vm,
+            tried.iter().all(in_body),
+            &format!("the hang did not end while reading the body: {tried:#?}"),
+        )?,
+        Fault::Silent => check(
+            &vm,
+            !tried.iter().any(in_body),
+            &format!("the silent mirror's attempt got as far as a body: {tried:#?}"),
+        )?,
+        _ => {}
+    }
     // How long one attempt may take: a deadline's worth for the faults that
     // wait for one, a transfer of the kernel for the rest.
     let (attempt_min_ms, attempt_max_ms) = match fault {
         Fault::Hang => (STALL_MS, STALL_MS + 3_000),
+        // ureq applies its per-read deadline to the response head too, so
+        // the head gets the stall's 10 s, not the first-byte deadline's 20.
+        Fault::Silent => (STALL_MS, STALL_MS + 3_000),
         Fault::Trickle { .. } => (RATE_WINDOW_MS, RATE_WINDOW_MS + 3_000),
         _ => (0, 10_000),
     };
@@ -471,6 +496,13 @@ fn x86_64_alone_trickle() -> Result<()> {
 #[test]
 fn x86_64_alone_hang() -> Result<()> {
     alone("hang", |_| Fault::Hang, "poweroff")
+}
+
+/// Not among the failover's mirrors: it would add a deadline per artifact
+/// to what the hang already shows there.
+#[test]
+fn x86_64_alone_silent_before_the_response_head() -> Result<()> {
+    alone("silent", |_| Fault::Silent, "reboot:0")
 }
 
 /// Row 21, a late link: the NIC's link is down when the machine starts

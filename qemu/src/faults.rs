@@ -37,6 +37,9 @@ pub enum Fault {
     /// attempt; only a budget or the hardware watchdog ends a boot told to
     /// retry for long.
     Hang,
+    /// Nothing at all after the request, the connection held open: a
+    /// provider that hangs before the response head.
+    Silent,
     /// 200 with the right Content-Length and as many bytes that are not the
     /// blob's: a mirror serving something else under the name.
     Garbage,
@@ -188,17 +191,13 @@ fn serve<S: Read + Write>(stream: S, tree: &Path, fault: Fault, stop: &AtomicBoo
         return;
     }
     match fault {
+        Fault::Silent => hold(stop),
         Fault::Hang => {
             if out.write_all(&head("200 OK", &length(len))).is_err() {
                 return;
             }
             let _ = out.flush();
-            // Held until the provider is dropped; the client gives up on its
-            // own and the socket closes with this thread. Polling the flag
-            // is the fault's own pace, not a wait for anything.
-            while !stop.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(200));
-            }
+            hold(stop);
         }
         Fault::Trickle { bytes_per_s } => {
             if out.write_all(&head("200 OK", &length(len))).is_err() {
@@ -265,6 +264,15 @@ fn serve<S: Read + Write>(stream: S, tree: &Path, fault: Fault, stop: &AtomicBoo
         }
     }
     let _ = out.flush();
+}
+
+/// Holds the connection until the provider is dropped; the client gives up
+/// on its own and the socket closes with the thread. Polling the flag is
+/// the fault's own pace, not a wait for anything.
+fn hold(stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// What [`Fault::Garbage`] serves for a blob of `len` bytes.
