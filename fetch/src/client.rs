@@ -35,9 +35,11 @@ pub struct Config {
     pub roots: Roots,
     /// TCP connect (and name resolution).
     pub connect: Duration,
-    /// From sending the request to the response headers.
+    /// From sending the request to the response headers. ureq bounds every
+    /// read by `stall` as well, the head's included, so a server silent
+    /// before its head is dropped after the shorter of the two.
     pub first_byte: Duration,
-    /// Longest silence between two reads of the body.
+    /// Longest silence between two reads of the body (and of the head).
     pub stall: Duration,
     pub min_rate: Option<MinRate>,
     pub max_redirects: u32,
