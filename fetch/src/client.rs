@@ -35,9 +35,11 @@ pub struct Config {
     pub roots: Roots,
     /// TCP connect (and name resolution).
     pub connect: Duration,
-    /// From sending the request to the response headers.
+    /// From sending the request to the response headers. ureq bounds every
+    /// read by `stall` as well, the head's included, so a server silent
+    /// before its head is dropped after the shorter of the two.
     pub first_byte: Duration,
-    /// Longest silence between two reads of the body.
+    /// Longest silence between two reads of the body (and of the head).
     pub stall: Duration,
     pub min_rate: Option<MinRate>,
     pub max_redirects: u32,
@@ -145,7 +147,16 @@ impl FetchError {
             FetchError::Truncated { .. } => "truncated",
             FetchError::TooLarge { .. } => "too_large",
             FetchError::TooSlow { .. } => "too_slow",
-            FetchError::Read { source, .. } => io_kind(source).unwrap_or("read"),
+            // ureq reports its own failures while reading a body (a read
+            // deadline) as an io::Error wrapping a ureq::Error.
+            FetchError::Read { source, .. } => io_kind(source)
+                .or_else(|| {
+                    source
+                        .get_ref()
+                        .and_then(|e| e.downcast_ref::<ureq::Error>())
+                        .map(request_kind)
+                })
+                .unwrap_or("read"),
             FetchError::Sink { .. } => "sink",
         }
     }

@@ -331,7 +331,10 @@ fn row10_a_stalled_body_is_dropped() {
     }));
     let started = Instant::now();
     let (result, got) = collect(&client(None), &server.url("/a"), 100, None);
-    assert!(result.is_err(), "a stalled body was accepted");
+    let err = result.expect_err("a stalled body was accepted");
+    // Named for the deadline that ended it, as a report shows it.
+    assert!(matches!(err, FetchError::Read { .. }), "{err}");
+    assert_eq!(err.kind(), "timed_out", "{err:#}");
     assert_eq!(got, b"abc");
     assert!(
         started.elapsed() < Duration::from_secs(4),

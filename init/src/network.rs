@@ -78,6 +78,58 @@ pub enum NetworkError {
     },
 }
 
+impl NetworkError {
+    /// A stable snake-case name for what went wrong, for the failure event:
+    /// a silent DHCP server, a missing link and a link without carrier are
+    /// three different faults to whoever reads the report.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NetworkError::NotConfigured => "not_configured",
+            NetworkError::Link(LinkError::NoLink { .. }) => "no_link",
+            NetworkError::Link(LinkError::NoCarrier { .. }) => "no_carrier",
+            NetworkError::Link(_) => "netlink",
+            NetworkError::PacketSocket { .. } => "packet_socket",
+            NetworkError::DhcpSend { .. } => "dhcp_send",
+            NetworkError::DhcpReceive { .. } => "dhcp_receive",
+            NetworkError::Random(_) => "getrandom",
+            NetworkError::DhcpTimeout { .. } => "dhcp_timeout",
+            NetworkError::Apply { .. } => "apply",
+            NetworkError::ResolvConf { .. } => "resolv_conf",
+            NetworkError::Hostname { .. } => "hostname",
+        }
+    }
+
+    /// The values a budget that ran out names, for the failure event
+    /// (`null` for the other errors, whose text says it all).
+    pub fn detail(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            NetworkError::Link(LinkError::NoLink {
+                wanted,
+                budget,
+                seen,
+            }) => {
+                json!({ "wanted": wanted, "timeout_s": budget.as_secs(), "seen": seen })
+            }
+            NetworkError::Link(LinkError::NoCarrier { names, budget }) => {
+                json!({ "interfaces": names, "timeout_s": budget.as_secs() })
+            }
+            NetworkError::DhcpTimeout {
+                interface,
+                budget,
+                sent,
+                naks,
+            } => json!({
+                "interface": interface,
+                "timeout_s": budget.as_secs(),
+                "sent": sent.len(),
+                "naks": naks,
+            }),
+            _ => serde_json::Value::Null,
+        }
+    }
+}
+
 fn describe_sent(sent: &[(MessageType, Duration)], naks: u32) -> String {
     if sent.is_empty() {
         return "nothing sent".into();
@@ -612,6 +664,42 @@ mod tests {
             let plan = crate::plan::parse(&split(line.as_bytes()), false).plan;
             assert_eq!(choice(&plan), *want, "{line}");
         }
+    }
+
+    #[test]
+    fn budget_errors_name_their_kind_and_values() {
+        let dhcp = NetworkError::DhcpTimeout {
+            interface: "eth0".into(),
+            budget: Duration::from_secs(5),
+            sent: vec![
+                (MessageType::Discover, Duration::ZERO),
+                (MessageType::Discover, Duration::from_millis(1100)),
+            ],
+            naks: 0,
+        };
+        assert_eq!(dhcp.kind(), "dhcp_timeout");
+        assert_eq!(
+            dhcp.detail(),
+            serde_json::json!({ "interface": "eth0", "timeout_s": 5, "sent": 2, "naks": 0 })
+        );
+        let carrier = NetworkError::Link(LinkError::NoCarrier {
+            names: vec!["eth0".into()],
+            budget: Duration::from_secs(10),
+        });
+        assert_eq!(carrier.kind(), "no_carrier");
+        assert_eq!(
+            carrier.detail(),
+            serde_json::json!({ "interfaces": ["eth0"], "timeout_s": 10 })
+        );
+        let link = NetworkError::Link(LinkError::NoLink {
+            wanted: "of Ethernet type".into(),
+            budget: Duration::from_secs(2),
+            seen: vec!["lo".into()],
+        });
+        assert_eq!(link.kind(), "no_link");
+        assert_eq!(link.detail()["timeout_s"], 2);
+        assert_eq!(NetworkError::NotConfigured.kind(), "not_configured");
+        assert!(NetworkError::NotConfigured.detail().is_null());
     }
 
     #[test]

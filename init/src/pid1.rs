@@ -967,7 +967,8 @@ fn network_stage(plan: &BootPlan) -> Result<Done<Configured>, Failure> {
     let mut tried = Vec::new();
     let mut say = |line: &str| info!("network: {line}");
     let c = network::run(plan, &target, &mut say, &mut tried).map_err(|e| {
-        let mut failure = Failure::new(Stage::Network, error_chain(&e));
+        let mut failure =
+            Failure::new(Stage::Network, error_chain(&e)).because(e.kind(), e.detail());
         failure.tried = tried.into_iter().map(Tried::text).collect();
         failure
     })?;

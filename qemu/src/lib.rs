@@ -16,6 +16,7 @@ pub mod kbuild;
 pub mod lan;
 pub mod paths;
 pub mod provider;
+pub mod qmp;
 pub mod roots;
 pub mod setup;
 pub mod vm;
