@@ -15,6 +15,7 @@ pub mod gpt;
 pub mod initramfs;
 pub mod inspect;
 pub mod iso9660;
+pub mod isoread;
 pub mod kconfig;
 pub mod kmod;
 pub mod menu;
