@@ -32,8 +32,9 @@ pub struct Tweaks {
     /// The installer's menu waits forever (`timeout 0`); wait 1 s, then
     /// boot its default entry, Install.
     pub timeout: bool,
-    /// The Install entry prints on the serial console too
-    /// (`console=ttyS0` before its `---`), where the harness reads.
+    /// The Install entry prints on the serial console, where the harness
+    /// reads: `console=ttyS0` before its `---`, and not `quiet`, which
+    /// would hide the banner.
     pub serial: bool,
 }
 
@@ -100,7 +101,7 @@ pub fn assemble(tree: &Path, work: &Path, iso: &Path, tweaks: Tweaks) -> Result<
                 text = text.replace("timeout 0\n", "timeout 10\n");
             }
             if tweaks.serial && name == "txt.cfg" {
-                text = text.replace(" --- quiet", " console=ttyS0 --- quiet");
+                text = text.replace(" --- quiet", " console=ttyS0 ---");
             }
             std::fs::write(&to, text)?;
         } else {
