@@ -24,8 +24,12 @@ pub const BLOCK: u64 = 2048;
 
 /// The largest directory read (bytes); real ones are a few blocks.
 const MAX_DIR: u32 = 16 << 20;
-/// The most directories a tree may have, and how deep it may nest.
-const MAX_DIRS: usize = 1 << 16;
+/// The most directories a tree may have (path tables number them in 16
+/// bits, and a remaster adds a few), and how deep it may nest.
+const MAX_DIRS: usize = 60_000;
+/// The most records a tree may have: bounds what a tree of directories
+/// that all point at one large extent could make us hold.
+const MAX_RECORDS: usize = 1 << 20;
 const MAX_DEPTH: usize = 64;
 /// The most Rock Ridge continuation areas followed for one record.
 const MAX_CE: usize = 8;
@@ -520,6 +524,7 @@ fn read_tree(
         size: le32(root, 10),
     }];
     let mut depth = vec![0usize];
+    let mut records = 0usize;
     let mut i = 0;
     while i < dirs.len() {
         let (lba, size, path) = (dirs[i].lba, dirs[i].size, dirs[i].path.clone());
@@ -552,6 +557,12 @@ fn read_tree(
                 .ok_or_else(|| bad(format!("a record at byte {at} is malformed")))?;
             at += rec_len;
             n += 1;
+            records += 1;
+            if records > MAX_RECORDS {
+                return Err(bad(format!(
+                    "the tree has over {MAX_RECORDS} directory records"
+                )));
+            }
             if n == 1 {
                 dirs[i].dot = rec.to_vec();
                 continue;

@@ -390,7 +390,11 @@ fn gpt_fixup(
         return Err(bad("its entry array is empty, or over 128 KiB"));
     }
     let array_len = (count * entry_size).div_ceil(512) * 512;
-    if entries_lba < 2 || (entries_lba * 512 + array_len as u64) > 32 * 1024 {
+    let inside = entries_lba
+        .checked_mul(512)
+        .and_then(|o| o.checked_add(array_len as u64))
+        .is_some_and(|end| end <= 32 * 1024);
+    if entries_lba < 2 || !inside {
         return Err(bad("its entry array is not inside the system area"));
     }
     let mut array = read(entries_lba * 512, array_len)?;
@@ -840,4 +844,30 @@ pub fn embed<'a>(
         changes.add.push((i, 0));
     }
     Ok((plan(vol, src, changes, what)?, edited))
+}
+
+/// What the fuzz target (`fuzz/fuzz_targets/isoread.rs`) and the seed
+/// replay run: read `data` as an ISO and, if it reads, remaster it with a
+/// small kernel and initramfs into memory. Nothing may panic.
+pub fn fuzz_input(data: &[u8]) {
+    let src = data.to_vec();
+    let Ok(vol) = crate::isoread::read(&src, "fuzz input") else {
+        return;
+    };
+    let Ok(menu) = Menu::new(&["linux".into()], "console=ttyS0", "", 1, false) else {
+        return;
+    };
+    let kernel = [0x4Bu8; 3000];
+    let e = Embed {
+        kernels: vec![("linux".into(), &kernel[..])],
+        initrd: &[0x49; 100],
+        menu: &menu,
+        entry_only: false,
+        phase_default: true,
+        time: 0,
+    };
+    if let Ok((image, _)) = embed(&vol, &src, &e, "fuzz input") {
+        let mut out = Vec::new();
+        let _ = image.write_to(&src, &mut out);
+    }
 }
