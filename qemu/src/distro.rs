@@ -16,6 +16,12 @@
 //!
 //! The ISO is cached under `target/phase/distro/`, keyed by the package
 //! version.
+//!
+//! Its UEFI side is not mini.iso's: the package's GRUB is the netboot
+//! build, whose prefix is the TFTP server, so under OVMF it stops at a
+//! `grub>` prompt instead of reading `boot/grub/grub.cfg` from the CD
+//! (tried: a remastered CD under OVMF reached that prompt). Only the BIOS
+//! side is booted by the scenarios.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
