@@ -681,7 +681,7 @@ fn boot_entry(b: &BootEntry, e: IsoExtent, len: usize) -> [u8; 32] {
 
 /// Size of a directory whose records have these lengths: records do not
 /// cross blocks, and a directory fills whole blocks.
-fn dir_size(lens: &[usize]) -> u64 {
+pub(crate) fn dir_size(lens: &[usize]) -> u64 {
     let mut at = 0u64;
     for &l in lens {
         if at % BLOCK + l as u64 > BLOCK {
@@ -708,12 +708,12 @@ fn record(ident: &[u8], lba: u32, len: u64, dir: bool, date: &[u8; 7]) -> Vec<u8
     r
 }
 
-fn both16(v: u16) -> [u8; 4] {
+pub(crate) fn both16(v: u16) -> [u8; 4] {
     let (l, b) = (v.to_le_bytes(), v.to_be_bytes());
     [l[0], l[1], b[0], b[1]]
 }
 
-fn both32(v: u32) -> [u8; 8] {
+pub(crate) fn both32(v: u32) -> [u8; 8] {
     let (l, b) = (v.to_le_bytes(), v.to_be_bytes());
     [l[0], l[1], l[2], l[3], b[0], b[1], b[2], b[3]]
 }
@@ -731,7 +731,7 @@ fn split_time(unix: u64) -> (i64, u32, u32, u64, u64, u64) {
 }
 
 /// The 7-byte directory record time (years since 1900, UTC).
-fn dir_date(unix: u64) -> [u8; 7] {
+pub(crate) fn dir_date(unix: u64) -> [u8; 7] {
     let (y, m, d, hh, mm, ss) = split_time(unix);
     [
         (y - 1900).clamp(0, 255) as u8,

@@ -79,10 +79,18 @@ target/debian/; the summary names the file used.")]
   mkimage iso --kernel vmlinuz --initrd initrd.cpio.zst --out phase.iso
   mkimage iso --kernel Image --initrd initrd.cpio.zst --append \"phase.channel=beta\" --out phase.iso
   mkimage iso --kernel vmlinuz --initrd initrd.cpio.zst --root-image root.squashfs --out live.iso
+  mkimage iso --into debian-mini.iso --kernel vmlinuz --initrd initrd.cpio.zst --out mini-phase.iso
 
 With --root-image the ISO is a live medium: the image (squashfs or erofs)
 is stored as /LiveOS/squashfs.img and every entry boots
-root=live:CDLABEL=PHASE_BOOT, an overlay over it.")]
+root=live:CDLABEL=PHASE_BOOT, an overlay over it.
+
+With --into the ISO is a distribution's ISO with Phase Boot added: every
+original file, volume label and El Torito boot entry is kept, /phase/ gets
+the kernels and the initramfs, and the distribution's isolinux/syslinux
+configuration and grub.cfg on the ISO filesystem get the Phase Boot
+entries after their own (grub.cfg inside the EFI image is not edited).
+The input is only read.")]
     Iso(IsoArgs),
     /// Write the USB disk image as qcow2 (for VMs), or convert a raw image.
     #[command(after_help = "Examples:
@@ -109,8 +117,21 @@ struct IsoArgs {
     bios: BiosArgs,
     /// A root image (squashfs or erofs) to boot live from the ISO: stored as
     /// /LiveOS/squashfs.img, every entry gets root=live:CDLABEL=PHASE_BOOT.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "into")]
     root_image: Option<PathBuf>,
+    /// Remaster this distribution ISO: keep all it has, add /phase/ and
+    /// Phase Boot's entries to its isolinux/syslinux and grub.cfg menus.
+    #[arg(long, value_name = "DISTRO.iso")]
+    into: Option<PathBuf>,
+    /// With --into: add the files only, leave the distribution's menus as
+    /// they are (for menus mkimage does not understand).
+    #[arg(long, requires = "into")]
+    entry_only: bool,
+    /// With --into: make the Phase Boot entry of --default-mode the
+    /// menus' default, booted after --timeout (else the distribution's
+    /// default and timeout stay).
+    #[arg(long, requires = "into", conflicts_with = "entry_only")]
+    phase_default: bool,
     /// Where to write: a file (replaced only once complete; never an
     /// input), a block device (written in place when nothing mounts it),
     /// or - for standard output.
@@ -522,6 +543,9 @@ fn inputs_of(boot: &BootSet, bios: Option<&Vec<(String, PathBuf)>>) -> Vec<(Stri
 fn iso(mut args: IsoArgs, json: bool) -> Result<()> {
     let build_time = mkimage::build_time().map_err(anyhow::Error::msg)?;
     let out = Out::new(&args.out, json)?;
+    if let Some(into) = args.into.clone() {
+        return remaster(&args, &into, &out, build_time);
+    }
     let root_image = match &args.root_image {
         Some(path) => {
             let bytes = std::fs::read(path)
@@ -564,6 +588,43 @@ fn iso(mut args: IsoArgs, json: bool) -> Result<()> {
         "bios": bios.is_some(),
         "entries": boot.menu.entries.len(),
         "live": args.root_image.is_some(),
+        "build_time": build_time,
+    }));
+    Ok(())
+}
+
+/// `mkimage iso --into`: the distribution's ISO with Phase Boot added.
+fn remaster(args: &IsoArgs, into: &Path, out: &Out, build_time: u64) -> Result<()> {
+    let what = into.display().to_string();
+    let src = std::fs::File::open(into).with_context(|| format!("opening {what}"))?;
+    let volume = mkimage::isoread::read(&src, &what)?;
+    let boot = args.boot.load(build_time)?;
+    let mut inputs = boot.inputs.clone();
+    inputs.push(("distribution ISO".to_owned(), into.to_owned()));
+    out.refuse(&inputs)?;
+    let embed = mkimage::remaster::Embed {
+        kernels: boot
+            .variants
+            .iter()
+            .map(|v| (v.name.clone(), &v.kernel[..]))
+            .collect(),
+        initrd: &boot.initrd,
+        menu: &boot.menu,
+        entry_only: args.entry_only,
+        phase_default: args.phase_default,
+        time: build_time,
+    };
+    let (image, edited) = mkimage::remaster::embed(&volume, &src, &embed, &what)?;
+    out.write(image.len, |s| image.write_to(&src, s))?;
+    out.report(serde_json::json!({
+        "format": "iso",
+        "into": into,
+        "out": args.out,
+        "bytes": image.len,
+        "volume_id": volume.volume_id,
+        "boot_entries": volume.boot.len(),
+        "menus_edited": edited,
+        "entries": if args.entry_only { 0 } else { boot.menu.entries.len() },
         "build_time": build_time,
     }));
     Ok(())

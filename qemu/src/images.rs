@@ -549,3 +549,38 @@ pub fn snakeoil_resigned(kernel: &Path, out: &Path) -> Result<()> {
     let unsigned = mkimage::authenticode::strip(&bytes, &what)?;
     write(out, &signer.sign(&unsigned, &what)?)
 }
+
+/// `distro` (a distribution's ISO) remastered with the x86_64 netboot
+/// bundle's kernel and initramfs, as `mkimage iso --into` writes it; with
+/// `phase_default` the menus boot the Phase Boot internet entry.
+pub fn remastered_iso(distro: &Path, phase_default: bool, out: &Path) -> Result<()> {
+    let boot = boot_set(Arch::X86_64, false)?;
+    let build_time = mkimage::build_time().map_err(anyhow::Error::msg)?;
+    let what = distro.display().to_string();
+    let src = std::fs::File::open(distro).with_context(|| format!("opening {what}"))?;
+    let volume = mkimage::isoread::read(&src, &what)?;
+    let embed = mkimage::remaster::Embed {
+        kernels: boot
+            .variants
+            .iter()
+            .map(|v| (v.name.clone(), &v.kernel[..]))
+            .collect(),
+        initrd: &boot.initrd,
+        menu: &boot.menu,
+        entry_only: false,
+        phase_default,
+        time: build_time,
+    };
+    let (image, edited) = mkimage::remaster::embed(&volume, &src, &embed, &what)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(image.len)?);
+    image.write_to(&src, &mut bytes)?;
+    write(out, &bytes)?;
+    eprintln!(
+        "images: {} remastered into {} ({} KiB), menus edited: {}",
+        distro.display(),
+        out.display(),
+        image.len >> 10,
+        edited.join(", ")
+    );
+    Ok(())
+}

@@ -10,6 +10,7 @@ pub mod artifacts;
 pub mod bench;
 pub mod cmd;
 pub mod debian;
+pub mod distro;
 pub mod faults;
 pub mod images;
 pub mod kbuild;

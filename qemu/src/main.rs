@@ -440,6 +440,14 @@ fn test(filters: &[String], no_qemu: bool) -> Result<()> {
         }
         Ok(())
     })?;
+    // A distribution ISO (Debian's installer) for mkimage's remaster tests.
+    let mut distro_iso = None;
+    timed("distribution ISO", &mut || {
+        distro_iso = Some(xtask::distro::debian_mini_iso(
+            xtask::distro::Tweaks::default(),
+        )?);
+        Ok(())
+    })?;
     timed("unit, golden and reference-tool tests", &mut || {
         let mut c = cargo();
         // Setup installed every referee and server; a test that would skip
@@ -468,6 +476,9 @@ fn test(filters: &[String], no_qemu: bool) -> Result<()> {
             );
         }
         c.env("PHASE_TEST_KERNEL_SOURCE", xtask::kbuild::source_tree()?);
+        if let Some(iso) = &distro_iso {
+            c.env("PHASE_TEST_DISTRO_ISO_X86_64", iso);
+        }
         cmd::run(&mut c)
     })?;
     if !no_qemu {
