@@ -70,6 +70,23 @@ pub struct Loaded {
     pub reason: String,
 }
 
+/// How many of `loaded` the kernel did not have already, and their names
+/// as a log line's tail (`": loop squashfs"`, or empty). Modules already
+/// present (shared dependencies) are in the event, not in the count.
+pub fn newly_loaded(loaded: &[Loaded]) -> (usize, String) {
+    let names: Vec<&str> = loaded
+        .iter()
+        .filter(|m| m.outcome != "present")
+        .map(|m| m.name.as_str())
+        .collect();
+    let tail = if names.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", names.join(" "))
+    };
+    (names.len(), tail)
+}
+
 /// The image's module index, read and parsed once: the modules stage, the
 /// storage-driver thread, the root hand-off and the floor's efivarfs all
 /// ask for it, and parsing it is most of the modules stage's own time.

@@ -841,23 +841,11 @@ fn storage_for_shell() {
 
 /// Logs and emits what a storage-driver load did.
 fn report_storage(loaded: &[modules::Loaded], took: Duration, how: &str, waited: Option<Duration>) {
-    // Modules the kernel already had (shared dependencies) are in the event,
-    // not in the count.
-    let names: Vec<&str> = loaded
-        .iter()
-        .filter(|m| m.outcome != "present")
-        .map(|m| m.name.as_str())
-        .collect();
+    let (count, names) = modules::newly_loaded(loaded);
     info!(
-        "modules: {} storage driver(s) loaded {how} in {} ms{}{}",
-        names.len(),
+        "modules: {count} storage driver(s) loaded {how} in {} ms{}{names}",
         took.as_millis(),
         waited.map_or(String::new(), |w| format!(", waited {} ms", w.as_millis())),
-        if names.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", names.join(" "))
-        }
     );
     event::emit(
         "modules",

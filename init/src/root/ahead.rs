@@ -136,21 +136,11 @@ fn join(finish: bool) {
         warn!("modules ahead: the thread panicked");
         return;
     };
-    let names: Vec<&str> = loaded
-        .iter()
-        .filter(|m| m.outcome != "present")
-        .map(|m| m.name.as_str())
-        .collect();
+    let (count, names) = modules::newly_loaded(&loaded);
     info!(
-        "modules: {} loaded ahead for a root hand-off in {} ms (waited {} ms){}",
-        names.len(),
+        "modules: {count} loaded ahead for a root hand-off in {} ms (waited {} ms){names}",
         took.as_millis(),
         waited.elapsed().as_millis(),
-        if names.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", names.join(" "))
-        }
     );
     event::emit(
         "modules",
